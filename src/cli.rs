@@ -1,0 +1,280 @@
+//! Command-line interface: flag definitions and the `label` and `info` commands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use labeld::image::ImageLimits;
+use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
+use labeld::labels::{Label, LabelOptions, DEFAULT_THRESHOLD};
+use labeld::model::{parse_device, ModelKind};
+use labeld::taxonomy::Language;
+
+/// Image label detection with a pretrained EfficientNet-Lite.
+#[derive(Debug, Parser)]
+#[command(name = "labeld", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by every command that loads the model.
+#[derive(Debug, clap::Args)]
+struct ModelArgs {
+    /// Model: efficientnet-lite2 (better labels) or efficientnet-lite0 (faster).
+    #[arg(long, env = "LABELD_MODEL", default_value = "efficientnet-lite2", value_parser = parse_model)]
+    model: ModelKind,
+    /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that feature).
+    #[arg(long, env = "LABELD_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Directory holding the .safetensors weights and taxonomy.json
+    /// [default: ./weights, else the one this binary was built from].
+    #[arg(long, env = "LABELD_WEIGHTS_DIR")]
+    weights_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Label image files and folders in-process; prints one JSON object per image (JSON Lines).
+    Label {
+        /// Files or folders (folders are searched recursively for .jpg, .jpeg and .png).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Drop labels less confident than this (0..1).
+        #[arg(long, env = "LABELD_THRESHOLD", default_value_t = DEFAULT_THRESHOLD, value_parser = parse_threshold)]
+        threshold: f32,
+        /// Language of label names: en or zh-Hans.
+        #[arg(long, env = "LABELD_LANGUAGE", default_value = "en", value_parser = parse_language)]
+        language: Language,
+        /// Return at most this many labels per image.
+        #[arg(long)]
+        max_labels: Option<usize>,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        batch_size: u16,
+    },
+    /// Print the model, device and taxonomy this build would serve, as JSON.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+fn parse_model(s: &str) -> Result<ModelKind, String> {
+    ModelKind::from_name(s).ok_or_else(|| {
+        let known: Vec<_> = ModelKind::ALL.iter().map(|m| m.name()).collect();
+        format!("unknown model {s:?}; expected one of {}", known.join(", "))
+    })
+}
+
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if (0.0..=1.0).contains(&t) => Ok(t),
+        _ => Err(format!("threshold must be a number from 0 to 1, got {s:?}")),
+    }
+}
+
+fn parse_language(s: &str) -> Result<Language, String> {
+    Language::from_tag(s)
+        .ok_or_else(|| format!("unsupported language {s:?}; expected en or zh-Hans"))
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Labeler> {
+        let device = parse_device(&self.device)?;
+        let config = LabelerConfig {
+            weights_dir: self.weights_dir.clone().unwrap_or_else(default_weights_dir),
+            model: self.model,
+            device,
+            limits: ImageLimits::default(),
+        };
+        Labeler::load(&config).with_context(|| {
+            format!(
+                "loading {} from {}",
+                config.model,
+                config.weights_dir.display()
+            )
+        })
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Label {
+            paths,
+            model,
+            threshold,
+            language,
+            max_labels,
+            batch_size,
+        } => {
+            let labeler = model.load()?;
+            let options = LabelOptions {
+                threshold,
+                language,
+                max_labels,
+            };
+            label_paths(&labeler, &paths, &options, usize::from(batch_size))
+        }
+        Command::Info { model } => {
+            let labeler = model.load()?;
+            let taxonomy = labeler.taxonomy();
+            let info = serde_json::json!({
+                "model": labeler.model().kind().name(),
+                "input_size": labeler.model().kind().input_size(),
+                "device": model.device,
+                "classes": taxonomy.class_count(),
+                "taxonomy_version": taxonomy.version(),
+                "categories": taxonomy.count_at_level(1),
+                "groups": taxonomy.count_at_level(2),
+                "fine_labels": taxonomy.count_at_level(3),
+                "version": env!("CARGO_PKG_VERSION"),
+            });
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One line of `label`'s output.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Line<'a> {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a [Label]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<LineError>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LineError {
+    code: &'static str,
+    message: String,
+}
+
+/// Labels every image under `paths`, printing one JSON line per image in input order. Returns
+/// exit code 2 when any image failed (the others are still labelled).
+fn label_paths(
+    labeler: &Labeler,
+    paths: &[PathBuf],
+    options: &LabelOptions,
+    batch_size: usize,
+) -> anyhow::Result<ExitCode> {
+    let files = collect_files(paths)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for chunk in files.chunks(batch_size) {
+        // Decode the chunk in parallel; then one forward pass for every image that decoded.
+        let prepared = parallel_map(chunk, threads, |path| {
+            let bytes = std::fs::read(path).map_err(|e| LineError {
+                code: if e.kind() == std::io::ErrorKind::NotFound {
+                    "NoSuchKey"
+                } else {
+                    "InvalidArgument"
+                },
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            labeler.prepare(&bytes).map_err(|e| LineError {
+                code: e.code().name(),
+                message: e.to_string(),
+            })
+        });
+        let ok: Vec<_> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let mut labelled = labeler.label(&ok, options)?.into_iter();
+        for (path, result) in chunk.iter().zip(prepared) {
+            let line = match result {
+                Ok(_) => {
+                    let labels = labelled
+                        .next()
+                        .expect("one result per input. This is a bug.");
+                    serde_json::to_string(&Line {
+                        path: path.display().to_string(),
+                        labels: Some(&labels),
+                        error: None,
+                    })?
+                }
+                Err(error) => {
+                    failed += 1;
+                    serde_json::to_string(&Line {
+                        path: path.display().to_string(),
+                        labels: None,
+                        error: Some(error),
+                    })?
+                }
+            };
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    if failed > 0 {
+        eprintln!("labeld: {failed} of {} images failed", files.len());
+        Ok(ExitCode::from(2))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Applies `f` to every item on up to `threads` scoped threads, keeping the order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let per_thread = items.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a decode thread panicked. This is a bug."))
+            .collect()
+    })
+}
+
+/// Files named directly are always tried; folders are walked recursively (sorted) for files with
+/// an image extension.
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut files).with_context(|| format!("reading {}", path.display()))?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&path, files)?;
+        } else if kind.is_file() && has_image_extension(&path) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}

@@ -1,0 +1,369 @@
+//! Validation and decoding: bytes in, an upright 8-bit RGB image out.
+//!
+//! The order is the point of this module. The format is decided by magic bytes, the byte size and
+//! the dimensions declared in the header are checked against [`ImageLimits`], and only then is a
+//! single pixel decoded — so a 100-byte PNG that claims to be 100,000 × 100,000 is refused without
+//! allocating anything. Runs on a blocking worker thread; never on the async runtime.
+
+use std::io::Cursor;
+
+use image::codecs::jpeg::JpegDecoder;
+use image::codecs::png::PngDecoder;
+use image::{DynamicImage, ImageDecoder, RgbImage};
+
+/// The container formats the service accepts. Anything else is refused by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+impl ImageFormat {
+    /// Human name used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "JPEG",
+            ImageFormat::Png => "PNG",
+        }
+    }
+}
+
+/// Limits checked before decoding (the OSS/IMM limits: 20 MB, 30,000 px a side, 250 megapixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted encoded size, in bytes.
+    pub max_bytes: u64,
+    /// Largest accepted width and height, in pixels.
+    pub max_side: u32,
+    /// Largest accepted width × height.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_bytes: 20 * 1024 * 1024,
+            max_side: 30_000,
+            max_pixels: 250_000_000,
+        }
+    }
+}
+
+/// Why an image was refused. Each kind is its own variant so that callers can map the "over a
+/// limit" cases to `ImageTooLarge` and the rest to `InvalidArgument`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the image is empty (0 bytes)")]
+    Empty,
+    #[error("unsupported image format ({detected}); only JPEG and PNG are accepted")]
+    UnsupportedFormat { detected: &'static str },
+    #[error("the image is {bytes} bytes; the limit is {limit} bytes")]
+    TooManyBytes { bytes: u64, limit: u64 },
+    #[error("the image is {width} x {height} pixels; each side may be at most {limit} pixels")]
+    SideTooLong { width: u32, height: u32, limit: u32 },
+    #[error("the image is {width} x {height} = {pixels} pixels; the limit is {limit} pixels")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("the image has a zero width or height")]
+    ZeroSized,
+    #[error("the {format} image is corrupt or truncated: {reason}")]
+    Corrupt {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("the {format} image uses a feature this decoder does not support: {reason}")]
+    UnsupportedFeature {
+        format: &'static str,
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// True for the "image over a limit" kinds (reported as `ImageTooLarge`).
+    pub fn is_over_limit(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::TooManyBytes { .. }
+                | DecodeError::SideTooLong { .. }
+                | DecodeError::TooManyPixels { .. }
+        )
+    }
+}
+
+/// What the header says, read without decoding pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub format: ImageFormat,
+    /// Width and height as stored, before any EXIF rotation.
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decides the format from the first bytes. Other well-known formats are named in the error so
+/// that a user who sends a GIF learns that GIFs are not accepted, not that "the image is corrupt".
+pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(ImageFormat::Jpeg);
+    }
+    if bytes.starts_with(PNG) {
+        return Ok(ImageFormat::Png);
+    }
+    let detected = if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        "GIF"
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "WebP"
+    } else if bytes.starts_with(b"BM") {
+        "BMP"
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        "TIFF"
+    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        match &bytes[8..12] {
+            b"avif" | b"avis" => "AVIF",
+            _ => "HEIF/HEIC",
+        }
+    } else if looks_like_svg(bytes) {
+        "SVG"
+    } else {
+        "unknown"
+    };
+    Err(DecodeError::UnsupportedFormat { detected })
+}
+
+fn looks_like_svg(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(512)];
+    let text = String::from_utf8_lossy(head);
+    let trimmed = text.trim_start();
+    trimmed.starts_with("<?xml") || trimmed.starts_with("<svg")
+}
+
+/// Checks the byte size, the format and the header's dimensions against `limits`.
+///
+/// # Errors
+/// Any [`DecodeError`] except the pixel-level ones.
+pub fn read_header(bytes: &[u8], limits: &ImageLimits) -> Result<ImageHeader, DecodeError> {
+    let len = bytes.len() as u64;
+    if len > limits.max_bytes {
+        return Err(DecodeError::TooManyBytes {
+            bytes: len,
+            limit: limits.max_bytes,
+        });
+    }
+    let format = sniff_format(bytes)?;
+    let (width, height) = match format {
+        ImageFormat::Jpeg => jpeg_decoder(bytes)?.dimensions(),
+        ImageFormat::Png => png_decoder(bytes)?.dimensions(),
+    };
+    let header = ImageHeader {
+        format,
+        width,
+        height,
+    };
+    check_dimensions(&header, limits)?;
+    Ok(header)
+}
+
+fn check_dimensions(header: &ImageHeader, limits: &ImageLimits) -> Result<(), DecodeError> {
+    let (width, height) = (header.width, header.height);
+    if width == 0 || height == 0 {
+        return Err(DecodeError::ZeroSized);
+    }
+    if width > limits.max_side || height > limits.max_side {
+        return Err(DecodeError::SideTooLong {
+            width,
+            height,
+            limit: limits.max_side,
+        });
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(DecodeError::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Validates and decodes `bytes` into an upright RGB image: EXIF orientation is applied, alpha is
+/// dropped (as PIL's `convert("RGB")` does), grey and palette images are expanded, 16-bit samples
+/// are reduced to 8 bits.
+///
+/// # Errors
+/// A [`DecodeError`] describing the first problem found; nothing is decoded when a limit fails.
+pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, DecodeError> {
+    let header = read_header(bytes, limits)?;
+    let format = header.format.name();
+    // The decoder's own allocation cap: the declared pixels at the widest sample layout
+    // (RGBA, 16 bits) plus slack, so a header that lies about its size cannot make the decoder
+    // allocate more than the limits allow.
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    let mut caps = image::Limits::default();
+    caps.max_image_width = Some(limits.max_side);
+    caps.max_image_height = Some(limits.max_side);
+    caps.max_alloc = Some(pixels.saturating_mul(8).saturating_add(64 << 20));
+    let image = match header.format {
+        ImageFormat::Jpeg => decode_with(jpeg_decoder(bytes)?, caps, format)?,
+        ImageFormat::Png => decode_with(png_decoder(bytes)?, caps, format)?,
+    };
+    Ok(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}
+
+fn decode_with(
+    mut decoder: impl ImageDecoder,
+    caps: image::Limits,
+    format: &'static str,
+) -> Result<DynamicImage, DecodeError> {
+    decoder
+        .set_limits(caps)
+        .map_err(|e| image_error(e, format))?;
+    // A broken EXIF block is not worth refusing a photo for: fall back to "as stored".
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format))?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
+fn jpeg_decoder(bytes: &[u8]) -> Result<JpegDecoder<Cursor<&[u8]>>, DecodeError> {
+    JpegDecoder::new(Cursor::new(bytes)).map_err(|e| image_error(e, "JPEG"))
+}
+
+fn png_decoder(bytes: &[u8]) -> Result<PngDecoder<Cursor<&[u8]>>, DecodeError> {
+    PngDecoder::new(Cursor::new(bytes)).map_err(|e| image_error(e, "PNG"))
+}
+
+fn image_error(error: image::ImageError, format: &'static str) -> DecodeError {
+    use image::ImageError as E;
+    match error {
+        E::Unsupported(e) => DecodeError::UnsupportedFeature {
+            format,
+            reason: e.to_string(),
+        },
+        E::Limits(e) => DecodeError::UnsupportedFeature {
+            format,
+            reason: format!("decoding would exceed the memory limit ({e})"),
+        },
+        other => DecodeError::Corrupt {
+            format,
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_with_header(width: u32, height: u32) -> Vec<u8> {
+        // A PNG signature and an IHDR chunk (with a valid CRC) declaring the given size, and no
+        // pixel data at all: enough for the header check, nothing to decode.
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend_from_slice(&13u32.to_be_bytes());
+        out.extend_from_slice(&ihdr);
+        out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn formats_are_decided_by_magic_bytes() {
+        assert_eq!(
+            sniff_format(b"\xFF\xD8\xFF\xE0").unwrap(),
+            ImageFormat::Jpeg
+        );
+        assert_eq!(
+            sniff_format(&png_with_header(1, 1)).unwrap(),
+            ImageFormat::Png
+        );
+        for (bytes, name) in [
+            (&b"GIF89a...."[..], "GIF"),
+            (b"RIFF\0\0\0\0WEBPVP8 ", "WebP"),
+            (b"BM\0\0\0\0", "BMP"),
+            (b"II*\0\x08\0", "TIFF"),
+            (b"\0\0\0\x18ftypheic\0\0", "HEIF/HEIC"),
+            (b"<svg xmlns=''/>", "SVG"),
+            (b"hello", "unknown"),
+        ] {
+            match sniff_format(bytes) {
+                Err(DecodeError::UnsupportedFormat { detected }) => assert_eq!(detected, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(matches!(sniff_format(b""), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn huge_declared_dimensions_are_refused_from_the_header() {
+        let limits = ImageLimits::default();
+        let bomb = png_with_header(100_000, 100_000);
+        assert!(bomb.len() < 100);
+        let err = decode_rgb(&bomb, &limits).unwrap_err();
+        assert!(matches!(err, DecodeError::SideTooLong { .. }), "{err}");
+        assert!(err.is_over_limit());
+
+        // 15,812 x 15,812 = 250,019,344 pixels: each side fine, the product one step over.
+        let err = read_header(&png_with_header(15_812, 15_812), &limits).unwrap_err();
+        assert!(matches!(err, DecodeError::TooManyPixels { .. }), "{err}");
+        let err = read_header(&png_with_header(30_001, 10), &limits).unwrap_err();
+        assert!(matches!(err, DecodeError::SideTooLong { .. }), "{err}");
+        // Exactly at the limits is fine as far as the header is concerned.
+        let ok = read_header(&png_with_header(30_000, 8_333), &limits).unwrap();
+        assert_eq!((ok.width, ok.height), (30_000, 8_333));
+    }
+
+    #[test]
+    fn byte_limit_is_checked_first() {
+        let limits = ImageLimits {
+            max_bytes: 10,
+            ..ImageLimits::default()
+        };
+        let err = read_header(&[0u8; 11], &limits).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::TooManyBytes {
+                bytes: 11,
+                limit: 10
+            }
+        ));
+    }
+
+    #[test]
+    fn truncated_png_is_corrupt_not_a_panic() {
+        let header_only = png_with_header(64, 64);
+        let err = decode_rgb(&header_only, &ImageLimits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt { .. }), "{err}");
+    }
+}

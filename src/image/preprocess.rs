@@ -1,0 +1,121 @@
+//! From an upright RGB image to the model's input: the EfficientNet-Lite evaluation transform.
+//!
+//! Shorter side resized to `round(size / 0.875)` with Pillow's bicubic filter, centre crop of
+//! `size` × `size`, then `(x - 127) / 128` per channel, laid out CHW as f32. This is exactly what
+//! the numpy reference does (`weights/tools/effnet_lite_numpy.py`), including Python's
+//! round-half-to-even, so PNG inputs give the reference's logits bit for bit.
+
+use image::RgbImage;
+
+use super::resize::resize_bicubic;
+
+/// Where the model's square input came from in the original (upright) image. Needed to map
+/// activation maps back to the photo's pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    /// Upright image size (after EXIF orientation).
+    pub source_width: u32,
+    pub source_height: u32,
+    /// Size after the shorter-side resize.
+    pub resized_width: u32,
+    pub resized_height: u32,
+    /// Top-left corner of the crop in the resized image.
+    pub crop_left: u32,
+    pub crop_top: u32,
+    /// Side of the square crop (the model's input size).
+    pub size: u32,
+}
+
+/// One image ready for the model.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    /// `3 * size * size` floats, channel-major (CHW), normalised to about -1..1.
+    pub pixels: Vec<f32>,
+    pub geometry: CropGeometry,
+}
+
+/// Resizes the shorter side to `round(size / 0.875)` and crops the centre `size` × `size`.
+pub fn resize_and_crop(image: &RgbImage, size: u32) -> (RgbImage, CropGeometry) {
+    let (w0, h0) = image.dimensions();
+    let target = (f64::from(size) / 0.875).round_ties_even();
+    let scale = target / f64::from(w0.min(h0));
+    let rw = (f64::from(w0) * scale)
+        .round_ties_even()
+        .max(f64::from(size)) as u32;
+    let rh = (f64::from(h0) * scale)
+        .round_ties_even()
+        .max(f64::from(size)) as u32;
+    let resized = if (rw, rh) == (w0, h0) {
+        image.clone()
+    } else {
+        resize_bicubic(image, rw, rh)
+    };
+    let left = (rw - size) / 2;
+    let top = (rh - size) / 2;
+    let crop = image::imageops::crop_imm(&resized, left, top, size, size).to_image();
+    let geometry = CropGeometry {
+        source_width: w0,
+        source_height: h0,
+        resized_width: rw,
+        resized_height: rh,
+        crop_left: left,
+        crop_top: top,
+        size,
+    };
+    (crop, geometry)
+}
+
+/// `(x - 127) / 128`, HWC u8 to CHW f32.
+pub fn normalise(crop: &RgbImage) -> Vec<f32> {
+    let plane = (crop.width() * crop.height()) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, px) in crop.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (f32::from(px.0[c]) - 127.0) / 128.0;
+        }
+    }
+    out
+}
+
+/// The whole transform: resize, crop, normalise.
+pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
+    let (crop, geometry) = resize_and_crop(image, size);
+    ModelInput {
+        pixels: normalise(&crop),
+        geometry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorter_side_goes_to_size_over_0_875() {
+        let img = RgbImage::new(640, 427);
+        let (crop, g) = resize_and_crop(&img, 224);
+        assert_eq!(crop.dimensions(), (224, 224));
+        assert_eq!((g.resized_width, g.resized_height), (384, 256));
+        assert_eq!((g.crop_left, g.crop_top), (80, 16));
+        let (_, g) = resize_and_crop(&img, 260);
+        assert_eq!(g.resized_height, 297);
+    }
+
+    #[test]
+    fn tiny_images_are_upscaled_to_at_least_the_crop() {
+        let img = RgbImage::new(1, 1);
+        let input = prepare(&img, 224);
+        assert_eq!(input.pixels.len(), 3 * 224 * 224);
+        // A black pixel is (0 - 127) / 128 everywhere.
+        assert!(input.pixels.iter().all(|&v| v == -127.0 / 128.0));
+    }
+
+    #[test]
+    fn normalisation_is_channel_major() {
+        let img = RgbImage::from_pixel(2, 2, image::Rgb([255, 127, 0]));
+        let v = normalise(&img);
+        assert_eq!(&v[0..4], &[1.0; 4]);
+        assert_eq!(&v[4..8], &[0.0; 4]);
+        assert_eq!(&v[8..12], &[-127.0 / 128.0; 4]);
+    }
+}

@@ -1,0 +1,25 @@
+//! labeld: image label detection with a pretrained EfficientNet-Lite in candle.
+//!
+//! # Layout
+//! Data flows one way: front door → decode → (batch) → model → labels → reply.
+//! - [`image`]: validation by magic bytes and header limits, decoding, EXIF orientation, the
+//!   model's preprocessing (Pillow-exact bicubic resize, centre crop, normalisation).
+//! - [`model`]: the only module that knows candle: EfficientNet-Lite, device choice, the
+//!   [`model::Classifier`] interface.
+//! - [`taxonomy`]: the 3-level label hierarchy loaded from `weights/taxonomy.json`.
+//! - [`labels`]: prediction → IMM-shaped [`labels::Label`]s (aggregation, threshold, language).
+//! - [`centric`]: CentricScore from class activation maps.
+//! - [`labeler`]: the pipeline assembled in one process (used by the CLI).
+//! - [`error`]: the error codes every door answers in.
+//!
+//! # Invariants
+//! `image`, `taxonomy`, `labels` and `centric` never import candle, tokio or any server crate;
+//! only `model` knows candle. Nothing below `main.rs` reads environment variables.
+
+pub mod centric;
+pub mod error;
+pub mod image;
+pub mod labeler;
+pub mod labels;
+pub mod model;
+pub mod taxonomy;

@@ -1,0 +1,65 @@
+//! Device selection: `cpu`, `cuda`, `cuda:N`, `metal`, checked against the features this binary
+//! was built with so that a wrong `--device` fails at start-up with a clear message.
+
+use candle_core::Device;
+
+/// Why a device string could not be turned into a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device {0:?}; expected cpu, cuda, cuda:N or metal")]
+    Unknown(String),
+    #[error("device {0:?} needs a build with `--features {1}`")]
+    NotBuilt(String, &'static str),
+    #[error("cannot open device {0:?}: {1}")]
+    Open(String, candle_core::Error),
+}
+
+/// Parses and opens a device.
+///
+/// # Errors
+/// [`DeviceError`] for an unknown name, a device this build lacks, or one that fails to open.
+pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let (name, ordinal) = match spec.split_once(':') {
+        Some((name, n)) => (
+            name,
+            n.parse::<usize>()
+                .map_err(|_| DeviceError::Unknown(spec.clone()))?,
+        ),
+        None => (spec.as_str(), 0),
+    };
+    match name {
+        "cpu" if ordinal == 0 => Ok(Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => {
+            Device::new_cuda(ordinal).map_err(|e| DeviceError::Open(spec.clone(), e))
+        }
+        "cuda" => Err(DeviceError::NotBuilt(spec.clone(), "cuda")),
+        "metal" if cfg!(feature = "metal") => {
+            Device::new_metal(ordinal).map_err(|e| DeviceError::Open(spec.clone(), e))
+        }
+        "metal" => Err(DeviceError::NotBuilt(spec.clone(), "metal")),
+        _ => Err(DeviceError::Unknown(spec.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_always_parses_and_unknown_devices_do_not() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        assert!(matches!(parse_device(" CPU "), Ok(Device::Cpu)));
+        assert!(matches!(parse_device("tpu"), Err(DeviceError::Unknown(_))));
+        assert!(matches!(
+            parse_device("cuda:x"),
+            Err(DeviceError::Unknown(_))
+        ));
+        if !cfg!(feature = "cuda") {
+            assert!(matches!(
+                parse_device("cuda:1"),
+                Err(DeviceError::NotBuilt(..))
+            ));
+        }
+    }
+}

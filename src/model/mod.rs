@@ -1,0 +1,235 @@
+//! The model: the only module that knows candle.
+//!
+//! [`Classifier`] is the small interface the rest of the service sees (input size, normalisation
+//! already done by `image`, forward → probabilities + last feature map), so another candle
+//! classifier can be added here without touching the pipeline or the front doors. Its methods are
+//! blocking and must run on the model's own OS thread, never on the async runtime.
+
+mod device;
+mod efficientnet_lite;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+pub use device::{parse_device, DeviceError};
+pub use efficientnet_lite::EfficientNetLite;
+
+/// Models this build knows how to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    EfficientNetLite0,
+    EfficientNetLite2,
+}
+
+impl ModelKind {
+    /// All known models, default first.
+    pub const ALL: [ModelKind; 2] = [ModelKind::EfficientNetLite2, ModelKind::EfficientNetLite0];
+
+    /// Public name, used by `--model`, in replies and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::EfficientNetLite0 => "efficientnet-lite0",
+            ModelKind::EfficientNetLite2 => "efficientnet-lite2",
+        }
+    }
+
+    /// Square input side in pixels.
+    pub fn input_size(self) -> u32 {
+        match self {
+            ModelKind::EfficientNetLite0 => 224,
+            ModelKind::EfficientNetLite2 => 260,
+        }
+    }
+
+    /// File name under the weights directory.
+    pub fn weights_file(self) -> &'static str {
+        match self {
+            ModelKind::EfficientNetLite0 => "efficientnet_lite0.safetensors",
+            ModelKind::EfficientNetLite2 => "efficientnet_lite2.safetensors",
+        }
+    }
+
+    /// Parses `efficientnet-lite0`, `lite0`, `efficientnet-lite2`, `lite2`.
+    pub fn from_name(name: &str) -> Option<ModelKind> {
+        let name = name.trim().to_ascii_lowercase();
+        let short = name.strip_prefix("efficientnet-").unwrap_or(&name);
+        match short {
+            "lite0" => Some(ModelKind::EfficientNetLite0),
+            "lite2" => Some(ModelKind::EfficientNetLite2),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot load weights from {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("the weights have no tensor named {0}")]
+    MissingTensor(String),
+    #[error("the weights do not have an EfficientNet-Lite layout: {0}")]
+    Layout(&'static str),
+    #[error("expected {expected} input values per image, got {got}")]
+    InputSize { expected: usize, got: usize },
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The last feature map of one image, CHW, on the CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMap {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `channels * height * width` values.
+    pub data: Vec<f32>,
+}
+
+/// What the model says about one image.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub logits: Vec<f32>,
+    /// Softmax of `logits`.
+    pub probabilities: Vec<f32>,
+    pub features: FeatureMap,
+}
+
+/// The linear classifier after global average pooling, copied to the CPU: class activation maps
+/// are this weight matrix applied to the feature map.
+#[derive(Debug, Clone)]
+pub struct ClassifierHead {
+    pub classes: usize,
+    pub channels: usize,
+    /// `classes * channels`, row-major.
+    pub weight: Vec<f32>,
+}
+
+impl ClassifierHead {
+    /// Row `class` of the weight matrix.
+    pub fn row(&self, class: usize) -> &[f32] {
+        &self.weight[class * self.channels..(class + 1) * self.channels]
+    }
+}
+
+/// An image classifier with a GAP + linear head.
+pub trait Classifier: Send + Sync {
+    /// Which model this is.
+    fn kind(&self) -> ModelKind;
+    /// The device it runs on.
+    fn device(&self) -> &Device;
+    /// The classifier weights, for class activation maps.
+    fn head(&self) -> &ClassifierHead;
+    /// Runs a batch of preprocessed images (`3 * size * size` CHW floats each).
+    ///
+    /// # Errors
+    /// [`ModelError::InputSize`] for a wrongly sized input; [`ModelError::Candle`] when the
+    /// computation fails.
+    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError>;
+}
+
+/// EfficientNet-Lite behind the [`Classifier`] interface.
+#[derive(Debug)]
+pub struct LiteClassifier {
+    kind: ModelKind,
+    device: Device,
+    net: EfficientNetLite,
+    head: ClassifierHead,
+}
+
+impl LiteClassifier {
+    /// Loads `kind` from `weights_dir` onto `device`.
+    ///
+    /// # Errors
+    /// [`ModelError::Load`] when the file is missing or unreadable, or a layout error.
+    pub fn load(kind: ModelKind, weights_dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let path = weights_dir.join(kind.weights_file());
+        // Loaded on the CPU first: BatchNorm folding is done once there, then moved.
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|source| ModelError::Load { path, source })?;
+        let net = EfficientNetLite::from_weights(&tensors, device)?;
+        let (w, _) = net.classifier();
+        let (classes, channels) = w.dims2()?;
+        let head = ClassifierHead {
+            classes,
+            channels,
+            weight: w.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?,
+        };
+        Ok(LiteClassifier {
+            kind,
+            device: device.clone(),
+            net,
+            head,
+        })
+    }
+}
+
+impl Classifier for LiteClassifier {
+    fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn head(&self) -> &ClassifierHead {
+        &self.head
+    }
+
+    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size = self.kind.input_size() as usize;
+        let per_image = 3 * size * size;
+        let mut flat = Vec::with_capacity(batch.len() * per_image);
+        for image in batch {
+            if image.len() != per_image {
+                return Err(ModelError::InputSize {
+                    expected: per_image,
+                    got: image.len(),
+                });
+            }
+            flat.extend_from_slice(image);
+        }
+        let input = Tensor::from_vec(flat, (batch.len(), 3, size, size), &self.device)?;
+        let (logits, features) = self.net.forward(&input)?;
+        let probabilities = efficientnet_lite::softmax(&logits)?;
+        let logits = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        let probabilities = probabilities.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        let (_, channels, height, width) = features.dims4()?;
+        let features = features
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let plane = channels * height * width;
+        Ok(logits
+            .into_iter()
+            .zip(probabilities)
+            .enumerate()
+            .map(|(i, (logits, probabilities))| Prediction {
+                logits,
+                probabilities,
+                features: FeatureMap {
+                    channels,
+                    height,
+                    width,
+                    data: features[i * plane..(i + 1) * plane].to_vec(),
+                },
+            })
+            .collect())
+    }
+}
