@@ -12,8 +12,11 @@
 //!   evidence in cell `ij`, `d_ij` the distance from the cell's centre to the image centre
 //!   (0 at the centre, 1 at a corner) and `σ = 0.5`. All evidence at the centre gives 1, evidence
 //!   spread evenly over the frame about 0.56, evidence in a corner about 0.14.
-//! - **extent** `A` = the fraction of cells where `P ≥ ½ max P`: how much of the frame the
-//!   subject covers.
+//! - **extent** `A = (ΣP)² / (N · ΣP²)` over the `N = h·w` cells (the participation ratio): how
+//!   much of the frame the evidence covers, 1 when it is spread evenly over every cell and `1/N`
+//!   when it sits in a single cell. Unlike a threshold on the peak it needs no tuning, and it
+//!   still grows when a large subject's map peaks on its most telling part (a cat's face) and
+//!   stays lower over the rest of its body.
 //! - **CentricScore** `= √(C · √A)`, in 0..1: the geometric mean of centrality and the square root
 //!   of extent, so that a subject must be both central and large to score high, and extent
 //!   matters less than position for mid-sized subjects. A map with no positive evidence scores 0.
@@ -52,12 +55,11 @@ pub fn activation_map(
 pub fn centric_score(map: &[f32], height: usize, width: usize) -> f32 {
     debug_assert_eq!(map.len(), height * width);
     let total: f64 = map.iter().map(|&v| f64::from(v.max(0.0))).sum();
-    let peak = map.iter().copied().fold(0f32, f32::max);
-    if total <= 0.0 || peak <= 0.0 {
+    if total <= 0.0 {
         return 0.0;
     }
     let mut centrality = 0.0;
-    let mut active = 0usize;
+    let mut squares = 0.0;
     for (i, &v) in map.iter().enumerate() {
         let p = f64::from(v.max(0.0));
         let (row, col) = (i / width, i % width);
@@ -66,11 +68,9 @@ pub fn centric_score(map: &[f32], height: usize, width: usize) -> f32 {
         let v2 = 2.0 * (row as f64 + 0.5) / height as f64 - 1.0;
         let d2 = (u * u + v2 * v2) / 2.0;
         centrality += (p / total) * (-d2 / (2.0 * SIGMA * SIGMA)).exp();
-        if v >= 0.5 * peak {
-            active += 1;
-        }
+        squares += p * p;
     }
-    let extent = active as f64 / map.len() as f64;
+    let extent = total * total / (map.len() as f64 * squares);
     (centrality * extent.sqrt()).sqrt().clamp(0.0, 1.0) as f32
 }
 

@@ -158,8 +158,8 @@ pub fn read_header(bytes: &[u8], limits: &ImageLimits) -> Result<ImageHeader, De
     }
     let format = sniff_format(bytes)?;
     let (width, height) = match format {
-        ImageFormat::Jpeg => jpeg_decoder(bytes)?.dimensions(),
-        ImageFormat::Png => png_decoder(bytes)?.dimensions(),
+        ImageFormat::Jpeg => jpeg_dimensions(bytes)?,
+        ImageFormat::Png => png_dimensions(bytes)?,
     };
     let header = ImageHeader {
         format,
@@ -168,6 +168,72 @@ pub fn read_header(bytes: &[u8], limits: &ImageLimits) -> Result<ImageHeader, De
     };
     check_dimensions(&header, limits)?;
     Ok(header)
+}
+
+/// Width and height from a PNG's IHDR chunk, which the format requires to come first.
+fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let corrupt = |reason: &str| DecodeError::Corrupt {
+        format: "PNG",
+        reason: reason.to_string(),
+    };
+    let ihdr = bytes
+        .get(8..24)
+        .ok_or_else(|| corrupt("the file ends inside the header"))?;
+    if &ihdr[4..8] != b"IHDR" {
+        return Err(corrupt("the first chunk is not IHDR"));
+    }
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Ok((be32(&ihdr[8..12]), be32(&ihdr[12..16])))
+}
+
+/// Width and height from a JPEG's frame header (SOFn), found by walking the marker segments
+/// without decoding anything.
+fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let corrupt = |reason: &str| DecodeError::Corrupt {
+        format: "JPEG",
+        reason: reason.to_string(),
+    };
+    let be16 = |at: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *bytes.get(at)?,
+            *bytes.get(at + 1)?,
+        ])))
+    };
+    let mut at = 2; // after SOI
+    loop {
+        // Each segment starts with 0xFF (possibly repeated as fill) and a marker byte.
+        if bytes.get(at) != Some(&0xFF) {
+            return Err(corrupt(
+                "a marker segment is malformed or the file ends before the frame header",
+            ));
+        }
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let marker = *bytes
+            .get(at)
+            .ok_or_else(|| corrupt("the file ends before the frame header"))?;
+        at += 1;
+        match marker {
+            // Markers without a length.
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD9 | 0xDA => return Err(corrupt("no frame header before the image data")),
+            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                let height =
+                    be16(at + 3).ok_or_else(|| corrupt("the frame header is cut short"))?;
+                let width = be16(at + 5).ok_or_else(|| corrupt("the frame header is cut short"))?;
+                return Ok((width as u32, height as u32));
+            }
+            _ => {
+                let len = be16(at).ok_or_else(|| corrupt("the file ends inside a segment"))?;
+                if len < 2 {
+                    return Err(corrupt("a segment has an invalid length"));
+                }
+                at += len;
+            }
+        }
+    }
 }
 
 fn check_dimensions(header: &ImageHeader, limits: &ImageLimits) -> Result<(), DecodeError> {

@@ -285,6 +285,35 @@ def parse_ref(ref: str, wn: WordNet, where: str) -> str:
     return wnid
 
 
+KEYS = {
+    None: ({"version", "sources", "category", "group"}, {"override", "en_override", "zh_override"}),
+    "category": ({"id", "en", "zh"}, {"synset", "wordnet"}),
+    "group": ({"id", "category", "en", "zh"}, {"synset", "wordnet"}),
+    "override": ({"class", "to", "why"}, set()),
+    "en_override": ({"class", "en", "why"}, set()),
+    "zh_override": ({"class", "zh", "why"}, set()),
+}
+
+
+def check_keys(cur: dict) -> None:
+    """Catch typos in curation.toml: unknown or missing keys."""
+    errors = []
+
+    def check(table: dict, kind, where: str) -> None:
+        required, optional = KEYS[kind]
+        for k in sorted(required - table.keys()):
+            errors.append(f"{where}: missing key {k!r}")
+        for k in sorted(table.keys() - required - optional):
+            errors.append(f"{where}: unknown key {k!r}")
+
+    check(cur, None, "top level")
+    for kind in ("category", "group", "override", "en_override", "zh_override"):
+        for n, t in enumerate(cur.get(kind, []), 1):
+            check(t, kind, f"[[{kind}]] #{n} {t.get('id') or t.get('class', '')}")
+    if errors:
+        raise BuildError("curation.toml:\n  " + "\n  ".join(errors))
+
+
 def label_case(name: str) -> str:
     """'golden retriever' -> 'Golden retriever'; 'German shepherd', 'iPod' unchanged."""
     first = name.split(" ")[0]
@@ -295,6 +324,7 @@ def label_case(name: str) -> str:
 
 def build(args) -> tuple[dict, list[dict], str]:
     cur = tomllib.loads(CURATION.read_text(encoding="utf-8"))
+    check_keys(cur)
     src = cur["sources"]
     wn = load_wordnet(args, src["wordnet"])
     ids = load_synsets(src["timm"], args.refetch_synsets)
@@ -396,7 +426,7 @@ def build(args) -> tuple[dict, list[dict], str]:
                          f"expected in {' / '.join(p.name for p in ZH_PARTS)}):\n{shown}{more}")
     report_zh_duplicates(zh_cls, short_en)
     en_cls = [label_case(n) for n in short_en]
-    notes = []
+    notes, name_rows = [], []
     for kind, table, names_list in (("en", cur.get("en_override", []), en_cls),
                                     ("zh-Hans", cur.get("zh_override", []), zh_cls)):
         for o in table:
@@ -408,22 +438,23 @@ def build(args) -> tuple[dict, list[dict], str]:
             if not o.get("why"):
                 raise BuildError(f"{kind} override {o['class']}: give a reason (why = ...)")
             notes.append(f"  {kind} class {i} {short_en[i]}: {names_list[i]!r} -> {new!r}")
+            name_rows.append(f"| {i} | {kind} | {names_list[i]} | {new} | {o['why']} |")
             names_list[i] = new
 
     # ---- labels: categories, then groups (category order), then classes in class order
     labels = []
     for cid, c in cats.items():
         lab = {"id": cid, "level": 1, "parent": None, "en": c["en"], "zh-Hans": c["zh"]}
-        if c["anchors"] and c["anchors"][0] not in cls_of:
-            lab["wordnet"] = c["anchors"][0]
+        if "synset" in c:
+            lab["wordnet"] = parse_ref(c["synset"], wn, cid)
         labels.append(lab)
     for cid in cats:
         for gid, g in groups.items():
             if "category:" + g["category"] != cid:
                 continue
             lab = {"id": gid, "level": 2, "parent": cid, "en": g["en"], "zh-Hans": g["zh"]}
-            if g["anchors"] and g["anchors"][0] not in cls_of:
-                lab["wordnet"] = g["anchors"][0]
+            if "synset" in g:
+                lab["wordnet"] = parse_ref(g["synset"], wn, gid)
             labels.append(lab)
     for i, wnid in enumerate(ids):
         parent = assign[i]
@@ -434,7 +465,11 @@ def build(args) -> tuple[dict, list[dict], str]:
     if notes:
         log("name overrides applied:\n" + "\n".join(notes))
     self_check(taxonomy, zh_cls, short_en)
-    return taxonomy, labels, readme_table(labels)
+    name_of = {lab["id"]: lab["en"] for lab in labels}
+    override_rows = [f"| {cls_of[w]} | {en_cls[cls_of[w]]} | {name_of[o['to']]} | {o['why']} |"
+                     for o in cur.get("override", [])
+                     for w in [parse_ref(o["class"], wn, "override")]]
+    return taxonomy, labels, readme_section(labels, override_rows, name_rows)
 
 
 # ---------------------------------------------------------------------------------------- self-check
@@ -514,7 +549,7 @@ def count_classes(lid: str, children) -> int:
     return sum(1 if "class" in ch else count_classes(ch["id"], children) for ch in children[lid])
 
 
-def readme_table(labels: list[dict]) -> str:
+def readme_section(labels: list[dict], override_rows: list[str], name_rows: list[str]) -> str:
     children = collections.defaultdict(list)
     for lab in labels:
         if lab["parent"]:
@@ -528,7 +563,17 @@ def readme_table(labels: list[dict]) -> str:
             desc = (desc + "; " if desc else "") + f"{direct} directly at level 2"
         rows.append(f"| {n} | {c['en']} | {c['zh-Hans']} | {len(gs)} | "
                     f"{count_classes(c['id'], children)} | {desc} |")
-    return "\n".join(rows) + "\n"
+    n_cat = sum(1 for l in labels if l["level"] == 1)
+    n_grp = sum(1 for l in labels if l["level"] == 2 and "class" not in l)
+    n_l3 = sum(1 for l in labels if l["level"] == 3)
+    n_l2 = sum(1 for l in labels if l["level"] == 2 and "class" in l)
+    head = [f"{len(labels)} labels: {n_cat} categories, {n_grp} groups, {n_l3 + n_l2} classes "
+            f"({n_l3} at level 3 under a group, {n_l2} at level 2 directly under a category).", ""]
+    tail = ["", "Class overrides (WordNet hypernyms misleading):", "",
+            "| class | label | placed under | why |", "|---|---|---|---|"] + override_rows
+    tail += ["", "Name overrides (names must be unique per language):", "",
+             "| class | language | from | to | why |", "|---|---|---|---|---|"] + name_rows
+    return "\n".join(head + rows + tail) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- main

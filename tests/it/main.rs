@@ -1,0 +1,9 @@
+//! Integration tests, one binary (see STYLE.md: every extra test crate re-links the library).
+//!
+//! These run the real weights under `weights/` on the CPU.
+
+mod centric;
+mod cli;
+mod golden;
+mod support;
+mod taxonomy_data;
