@@ -158,7 +158,7 @@ pub fn read_header(bytes: &[u8], limits: &ImageLimits) -> Result<ImageHeader, De
     }
     let format = sniff_format(bytes)?;
     let (width, height) = match format {
-        ImageFormat::Jpeg => jpeg_dimensions(bytes)?,
+        ImageFormat::Jpeg => jpeg_frame(bytes)?,
         ImageFormat::Png => png_dimensions(bytes)?,
     };
     let header = ImageHeader {
@@ -187,8 +187,23 @@ fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
 }
 
 /// Width and height from a JPEG's frame header (SOFn), found by walking the marker segments
-/// without decoding anything.
-fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+/// without decoding anything. Also refuses a file cut short: the decoder would fill the missing
+/// part with grey and say nothing, so the end-of-image marker must follow the first scan (an
+/// EXIF thumbnail's own end marker sits inside APP1, before the scan, and does not count).
+fn jpeg_frame(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    let (width, height, scan) = jpeg_headers(bytes)?;
+    let end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    if !end.is_some_and(|at| at > scan) {
+        return Err(DecodeError::Corrupt {
+            format: "JPEG",
+            reason: "the file is truncated (no end-of-image marker after the image data)".into(),
+        });
+    }
+    Ok((width, height))
+}
+
+/// Walks the marker segments up to the first scan: `(width, height, offset of the scan)`.
+fn jpeg_headers(bytes: &[u8]) -> Result<(u32, u32, usize), DecodeError> {
     let corrupt = |reason: &str| DecodeError::Corrupt {
         format: "JPEG",
         reason: reason.to_string(),
@@ -199,12 +214,13 @@ fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
             *bytes.get(at + 1)?,
         ])))
     };
+    let mut size = None;
     let mut at = 2; // after SOI
     loop {
         // Each segment starts with 0xFF (possibly repeated as fill) and a marker byte.
         if bytes.get(at) != Some(&0xFF) {
             return Err(corrupt(
-                "a marker segment is malformed or the file ends before the frame header",
+                "a marker segment is malformed or the file ends before the image data",
             ));
         }
         while bytes.get(at) == Some(&0xFF) {
@@ -212,23 +228,28 @@ fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
         }
         let marker = *bytes
             .get(at)
-            .ok_or_else(|| corrupt("the file ends before the frame header"))?;
+            .ok_or_else(|| corrupt("the file ends before the image data"))?;
         at += 1;
         match marker {
             // Markers without a length.
             0x01 | 0xD0..=0xD7 => continue,
-            0xD9 | 0xDA => return Err(corrupt("no frame header before the image data")),
-            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                let height =
-                    be16(at + 3).ok_or_else(|| corrupt("the frame header is cut short"))?;
-                let width = be16(at + 5).ok_or_else(|| corrupt("the frame header is cut short"))?;
-                return Ok((width as u32, height as u32));
+            0xD9 => return Err(corrupt("the image ends before its first scan")),
+            0xDA => {
+                let (width, height) =
+                    size.ok_or_else(|| corrupt("no frame header before the image data"))?;
+                return Ok((width, height, at));
             }
             _ => {
                 let len = be16(at).ok_or_else(|| corrupt("the file ends inside a segment"))?;
                 if len < 2 {
                     return Err(corrupt("a segment has an invalid length"));
+                }
+                // SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC): precision, height, width.
+                if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                    let short = || corrupt("the frame header is cut short");
+                    let height = be16(at + 3).ok_or_else(short)?;
+                    let width = be16(at + 5).ok_or_else(short)?;
+                    size = Some((width as u32, height as u32));
                 }
                 at += len;
             }

@@ -5,5 +5,6 @@
 mod centric;
 mod cli;
 mod golden;
+mod images;
 mod support;
 mod taxonomy_data;

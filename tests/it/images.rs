@@ -1,0 +1,111 @@
+//! Real-world image variants (made by `weights/tools/make_variants.py`): every colour layout and
+//! orientation either works or is refused with a clear error.
+
+use labeld::image::{decode_rgb, DecodeError, ImageLimits};
+use labeld::labels::LabelOptions;
+use labeld::model::ModelKind;
+
+use crate::support::{labeler, read_fixture};
+
+fn variant(name: &str) -> Vec<u8> {
+    read_fixture(&format!("variants/{name}"))
+}
+
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+/// Each colour layout of the same cat photo decodes, and the model still sees a cat.
+#[test]
+fn every_colour_layout_is_labelled_a_cat() {
+    let labeler = labeler(ModelKind::EfficientNetLite0);
+    let names = [
+        "rgb.jpg",
+        "progressive.jpg",
+        "cmyk.jpg",
+        "gray.jpg",
+        "gray.png",
+        "gray_alpha.png",
+        "rgba.png",
+        "palette.png",
+        "rgb16.png",
+        "gray16.png",
+    ];
+    let inputs: Vec<_> = names
+        .iter()
+        .map(|n| labeler.prepare(&variant(n)).unwrap_or_else(|e| panic!("{n}: {e}")))
+        .collect();
+    let refs: Vec<_> = inputs.iter().collect();
+    let options = LabelOptions {
+        threshold: 0.0,
+        max_labels: Some(3),
+        ..Default::default()
+    };
+    for (name, labels) in names.iter().zip(labeler.label(&refs, &options).unwrap()) {
+        let names: Vec<&str> = labels.iter().map(|l| l.label_name.as_str()).collect();
+        assert!(names.contains(&"Cat"), "{name}: {names:?}");
+    }
+}
+
+/// The 16-bit PNGs hold the 8-bit picture × 257, so they decode to exactly the 8-bit picture
+/// (`rgba.png` carries the same RGB with an alpha channel, which is dropped).
+#[test]
+fn sixteen_bit_samples_and_alpha_reduce_exactly() {
+    let limits = ImageLimits::default();
+    let decode = |name: &str| decode_rgb(&variant(name), &limits).unwrap();
+    assert_eq!(decode("rgb16.png"), decode("rgba.png"));
+    assert_eq!(decode("gray16.png"), decode("gray.png"));
+    assert_eq!(decode("gray_alpha.png"), decode("gray.png"));
+}
+
+/// All eight EXIF orientations come out upright: the same picture as orientation 1.
+#[test]
+fn exif_orientation_is_applied_before_anything_else() {
+    let limits = ImageLimits::default();
+    let upright = decode_rgb(&variant("exif_o1.jpg"), &limits).unwrap();
+    assert_eq!(upright.dimensions(), (240, 160));
+    for o in 2..=8 {
+        let decoded = decode_rgb(&variant(&format!("exif_o{o}.jpg")), &limits).unwrap();
+        assert_eq!(decoded.dimensions(), (240, 160), "orientation {o}");
+        let diff = mean_abs_diff(&decoded, &upright);
+        // JPEG re-encoding of a transformed picture costs a level or two; a wrong transform
+        // costs tens of levels.
+        assert!(diff < 4.0, "orientation {o}: mean difference {diff}");
+    }
+}
+
+#[test]
+fn one_pixel_images_are_labelled() {
+    let labeler = labeler(ModelKind::EfficientNetLite0);
+    for name in ["one_pixel.png", "one_pixel.jpg"] {
+        let input = labeler.prepare(&variant(name)).unwrap();
+        assert_eq!(input.geometry.source_width, 1);
+        assert_eq!(labeler.label(&[&input], &LabelOptions::default()).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn truncated_files_are_corrupt() {
+    for name in ["truncated.jpg", "truncated.png"] {
+        match decode_rgb(&variant(name), &ImageLimits::default()) {
+            Err(err @ DecodeError::Corrupt { .. }) => {
+                assert!(!err.is_over_limit());
+                let message = err.to_string();
+                assert!(message.contains("truncated") || message.contains("end"), "{message}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Truncated at several offsets, never a panic and never a success.
+    let full = variant("rgb.jpg");
+    for cut in [3, 20, 200, full.len() / 2, full.len() - 2] {
+        assert!(decode_rgb(&full[..cut], &ImageLimits::default()).is_err(), "cut at {cut}");
+    }
+}
