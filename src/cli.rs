@@ -132,10 +132,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "device": model.device,
                 "classes": taxonomy.class_count(),
                 "taxonomy_version": taxonomy.version(),
+                "labels": taxonomy.labels().len(),
                 "categories": taxonomy.count_at_level(1),
-                "groups": taxonomy.count_at_level(2),
-                "fine_labels": taxonomy.count_at_level(3),
+                "groups": taxonomy.group_count(),
+                "labels_at_level_2": taxonomy.count_at_level(2),
+                "labels_at_level_3": taxonomy.count_at_level(3),
                 "version": env!("CARGO_PKG_VERSION"),
+                "git_sha": env!("LABELD_GIT_SHA"),
             });
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)

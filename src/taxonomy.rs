@@ -265,6 +265,14 @@ impl Taxonomy {
         &self.labels[self.class_labels[class]]
     }
 
+    /// Number of groups: level-2 labels that have classes under them (not classes themselves).
+    pub fn group_count(&self) -> usize {
+        self.labels
+            .iter()
+            .filter(|l| l.level == 2 && l.class.is_none())
+            .count()
+    }
+
     /// Finds a label by its English name (case-insensitive); for tests and tools.
     pub fn find(&self, english: &str) -> Option<usize> {
         self.labels

@@ -193,7 +193,7 @@ fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
 fn jpeg_frame(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
     let (width, height, scan) = jpeg_headers(bytes)?;
     let end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
-    if !end.is_some_and(|at| at > scan) {
+    if end.is_none_or(|at| at <= scan) {
         return Err(DecodeError::Corrupt {
             format: "JPEG",
             reason: "the file is truncated (no end-of-image marker after the image data)".into(),

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::depthwise::DepthwiseConv;
 use super::ModelError;
 
 /// BatchNorm epsilon of the TF EfficientNet-Lite checkpoints.
@@ -41,6 +42,8 @@ struct ConvBn {
     stride: usize,
     groups: usize,
     relu6: bool,
+    /// The fused CPU kernel for depthwise layers (candle's grouped conv is used on GPUs).
+    cpu_depthwise: Option<DepthwiseConv>,
 }
 
 impl ConvBn {
@@ -62,7 +65,18 @@ impl ConvBn {
         let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let bias = (beta - (mean * &scale)?)?.reshape((c_out, 1, 1))?;
+        let cpu_depthwise = match (depthwise, device) {
+            (true, Device::Cpu) => Some(DepthwiseConv {
+                weight: weight.flatten_all()?.to_vec1::<f32>()?,
+                bias: bias.flatten_all()?.to_vec1::<f32>()?,
+                kernel,
+                stride,
+                relu6,
+            }),
+            _ => None,
+        };
         Ok(ConvBn {
+            cpu_depthwise,
             weight: weight.to_device(device)?,
             bias: bias.to_device(device)?,
             kernel,
@@ -73,6 +87,9 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(op) = &self.cpu_depthwise {
+            return x.contiguous()?.apply_op1_no_bwd(op);
+        }
         let x = same_pad(x, self.kernel, self.stride)?;
         let y = x
             .conv2d(&self.weight, 0, self.stride, 1, self.groups)?

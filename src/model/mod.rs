@@ -5,6 +5,7 @@
 //! classifier can be added here without touching the pipeline or the front doors. Its methods are
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
+mod depthwise;
 mod device;
 mod efficientnet_lite;
 

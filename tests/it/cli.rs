@@ -73,4 +73,6 @@ fn info_reports_model_and_taxonomy() {
     assert_eq!(info["model"], "efficientnet-lite2");
     assert_eq!(info["input_size"], 260);
     assert_eq!(info["classes"], 1000);
+    assert!(info["categories"].as_u64().unwrap() >= 30);
+    assert!(info["groups"].as_u64().unwrap() < info["labels_at_level_2"].as_u64().unwrap());
 }

@@ -40,7 +40,11 @@ fn every_colour_layout_is_labelled_a_cat() {
     ];
     let inputs: Vec<_> = names
         .iter()
-        .map(|n| labeler.prepare(&variant(n)).unwrap_or_else(|e| panic!("{n}: {e}")))
+        .map(|n| {
+            labeler
+                .prepare(&variant(n))
+                .unwrap_or_else(|e| panic!("{n}: {e}"))
+        })
         .collect();
     let refs: Vec<_> = inputs.iter().collect();
     let options = LabelOptions {
@@ -87,7 +91,13 @@ fn one_pixel_images_are_labelled() {
     for name in ["one_pixel.png", "one_pixel.jpg"] {
         let input = labeler.prepare(&variant(name)).unwrap();
         assert_eq!(input.geometry.source_width, 1);
-        assert_eq!(labeler.label(&[&input], &LabelOptions::default()).unwrap().len(), 1);
+        assert_eq!(
+            labeler
+                .label(&[&input], &LabelOptions::default())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
 
@@ -98,7 +108,10 @@ fn truncated_files_are_corrupt() {
             Err(err @ DecodeError::Corrupt { .. }) => {
                 assert!(!err.is_over_limit());
                 let message = err.to_string();
-                assert!(message.contains("truncated") || message.contains("end"), "{message}");
+                assert!(
+                    message.contains("truncated") || message.contains("end"),
+                    "{message}"
+                );
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -106,6 +119,9 @@ fn truncated_files_are_corrupt() {
     // Truncated at several offsets, never a panic and never a success.
     let full = variant("rgb.jpg");
     for cut in [3, 20, 200, full.len() / 2, full.len() - 2] {
-        assert!(decode_rgb(&full[..cut], &ImageLimits::default()).is_err(), "cut at {cut}");
+        assert!(
+            decode_rgb(&full[..cut], &ImageLimits::default()).is_err(),
+            "cut at {cut}"
+        );
     }
 }
