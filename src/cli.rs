@@ -8,10 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use labeld::error::{ErrorBody, ErrorCode};
 use labeld::image::ImageLimits;
 use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
-use labeld::labels::{Label, LabelOptions, DEFAULT_THRESHOLD};
+use labeld::labels::{LabelOptions, LabelsResponse, DEFAULT_THRESHOLD};
 use labeld::model::{parse_device, ModelKind};
+use labeld::request_id::new_request_id;
 use labeld::taxonomy::Language;
 
 /// Image label detection with a pretrained EfficientNet-Lite.
@@ -39,7 +41,7 @@ struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Label image files and folders in-process; prints one JSON object per image (JSON Lines).
+    /// Label image files and folders in-process; prints one answer per image.
     Label {
         /// Files or folders (folders are searched recursively for .jpg, .jpeg and .png).
         #[arg(required = true)]
@@ -55,6 +57,9 @@ enum Command {
         /// Return at most this many labels per image.
         #[arg(long)]
         max_labels: Option<usize>,
+        /// Output: json (the IMM body per image) or jsonl (one line per image, with "File").
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
         /// Images per forward pass.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch_size: u16,
@@ -113,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             threshold,
             language,
             max_labels,
+            format,
             batch_size,
         } => {
             let labeler = model.load()?;
@@ -121,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 language,
                 max_labels,
             };
-            label_paths(&labeler, &paths, &options, usize::from(batch_size))
+            label_paths(&labeler, &paths, &options, usize::from(batch_size), format)
         }
         Command::Info { model } => {
             let labeler = model.load()?;
@@ -146,31 +152,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One line of `label`'s output.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Line<'a> {
-    path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    labels: Option<&'a [Label]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<LineError>,
+/// How `label` prints its answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Per image, the IMM body `{"Labels":[...],"RequestId":"..."}` (or an error body
+    /// `{"Code","Message","RequestId"}`), pretty-printed, one document after another.
+    Json,
+    /// One compact JSON object per line: the same bodies with `"File"` added.
+    Jsonl,
 }
 
+/// An answer with the file it is about, for `--format jsonl`.
 #[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct LineError {
-    code: &'static str,
-    message: String,
+struct FileLine<'a, T: Serialize> {
+    #[serde(rename = "File")]
+    file: String,
+    #[serde(flatten)]
+    body: &'a T,
 }
 
-/// Labels every image under `paths`, printing one JSON line per image in input order. Returns
-/// exit code 2 when any image failed (the others are still labelled).
+fn print_answer<T: Serialize>(
+    out: &mut impl Write,
+    format: Format,
+    path: &Path,
+    body: &T,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(body)?)?,
+        Format::Jsonl => {
+            let line = FileLine {
+                file: path.display().to_string(),
+                body,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Labels every image under `paths`, printing one answer per image in input order. Returns exit
+/// code 2 when any image failed (the others are still labelled).
 fn label_paths(
     labeler: &Labeler,
     paths: &[PathBuf],
     options: &LabelOptions,
     batch_size: usize,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let files = collect_files(paths)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -180,43 +207,40 @@ fn label_paths(
     for chunk in files.chunks(batch_size) {
         // Decode the chunk in parallel; then one forward pass for every image that decoded.
         let prepared = parallel_map(chunk, threads, |path| {
-            let bytes = std::fs::read(path).map_err(|e| LineError {
-                code: if e.kind() == std::io::ErrorKind::NotFound {
-                    "NoSuchKey"
+            let bytes = std::fs::read(path).map_err(|e| {
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorCode::NoSuchKey
                 } else {
-                    "InvalidArgument"
-                },
-                message: format!("cannot read {}: {e}", path.display()),
+                    ErrorCode::InvalidArgument
+                };
+                (code, format!("cannot read {}: {e}", path.display()))
             })?;
-            labeler.prepare(&bytes).map_err(|e| LineError {
-                code: e.code().name(),
-                message: e.to_string(),
-            })
+            labeler
+                .prepare(&bytes)
+                .map_err(|e| (e.code(), e.to_string()))
         });
         let ok: Vec<_> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
         let mut labelled = labeler.label(&ok, options)?.into_iter();
         for (path, result) in chunk.iter().zip(prepared) {
-            let line = match result {
+            let request_id = new_request_id();
+            match result {
                 Ok(_) => {
                     let labels = labelled
                         .next()
                         .expect("one result per input. This is a bug.");
-                    serde_json::to_string(&Line {
-                        path: path.display().to_string(),
-                        labels: Some(&labels),
-                        error: None,
-                    })?
+                    let body = LabelsResponse { labels, request_id };
+                    print_answer(&mut out, format, path, &body)?;
                 }
-                Err(error) => {
+                Err((code, message)) => {
                     failed += 1;
-                    serde_json::to_string(&Line {
-                        path: path.display().to_string(),
-                        labels: None,
-                        error: Some(error),
-                    })?
+                    let body = ErrorBody {
+                        code: code.name(),
+                        message,
+                        request_id,
+                    };
+                    print_answer(&mut out, format, path, &body)?;
                 }
-            };
-            writeln!(out, "{line}")?;
+            }
         }
     }
     out.flush()?;

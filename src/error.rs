@@ -3,6 +3,8 @@
 //! Each module has its own error type (`DecodeError`, `ModelError`, ...); each maps to exactly one
 //! [`ErrorCode`] here, and each front door turns an `ErrorCode` into its protocol's status once.
 
+use serde::Serialize;
+
 use crate::image::DecodeError;
 
 /// What went wrong, in the terms of the OSS/IMM error table.
@@ -39,4 +41,13 @@ impl DecodeError {
             ErrorCode::InvalidArgument
         }
     }
+}
+
+/// The JSON error body (`{"Code","Message","RequestId"}`), the JSON twin of OSS's XML `<Error>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub request_id: String,
 }

@@ -46,6 +46,14 @@ pub struct Label {
     pub language: &'static str,
 }
 
+/// The body of an answer, exactly IMM's `{"Labels":[...],"RequestId":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LabelsResponse {
+    pub labels: Vec<Label>,
+    pub request_id: String,
+}
+
 /// The labels of one prediction, most confident first.
 ///
 /// Every label whose confidence reaches `options.threshold` is returned; because a parent's

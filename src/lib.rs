@@ -10,7 +10,7 @@
 //! - [`labels`]: prediction → IMM-shaped [`labels::Label`]s (aggregation, threshold, language).
 //! - [`centric`]: CentricScore from class activation maps.
 //! - [`labeler`]: the pipeline assembled in one process (used by the CLI).
-//! - [`error`]: the error codes every door answers in.
+//! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!
 //! # Invariants
 //! `image`, `taxonomy`, `labels` and `centric` never import candle, tokio or any server crate;
@@ -22,4 +22,5 @@ pub mod image;
 pub mod labeler;
 pub mod labels;
 pub mod model;
+pub mod request_id;
 pub mod taxonomy;

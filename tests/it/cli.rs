@@ -11,14 +11,22 @@ fn labeld() -> Command {
 }
 
 #[test]
-fn label_prints_one_json_line_per_image_and_fails_bad_ones_alone() {
+fn jsonl_prints_one_line_per_image_and_fails_bad_ones_alone() {
     let dir = std::env::temp_dir().join(format!("labeld-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixture("coffee.png"), dir.join("a.png")).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(fixture("coffee.png"), dir.join("sub/a.png")).unwrap();
     std::fs::write(dir.join("b.jpg"), b"not really a jpeg").unwrap();
     std::fs::write(dir.join("notes.txt"), b"skipped: not an image extension").unwrap();
     let out = labeld()
-        .args(["label", "--model", "lite0", "--language", "zh-Hans"])
+        .args([
+            "label",
+            "--model",
+            "lite0",
+            "--language",
+            "zh-Hans",
+            "--format",
+            "jsonl",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
@@ -35,20 +43,60 @@ fn label_prints_one_json_line_per_image_and_fails_bad_ones_alone() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    let labels = lines[0]["Labels"].as_array().unwrap();
+    // Sorted walk: b.jpg, then sub/a.png.
+    assert!(lines[0]["File"].as_str().unwrap().ends_with("b.jpg"));
+    assert_eq!(lines[0]["Code"], "InvalidArgument");
+    assert!(
+        lines[0]["Message"].as_str().unwrap().contains("JPEG"),
+        "{stdout}"
+    );
+    assert!(lines[1]["File"].as_str().unwrap().ends_with("a.png"));
+    let labels = lines[1]["Labels"].as_array().unwrap();
     assert_eq!(labels[0]["LabelName"], "饮品", "{stdout}");
     assert_eq!(labels[0]["Language"], "zh-Hans");
-    for field in [
-        "LabelName",
+    assert_eq!(lines[1]["RequestId"].as_str().unwrap().len(), 24);
+}
+
+/// The default output for one photo is exactly IMM's body, with every label field.
+#[test]
+fn json_is_the_imm_body() {
+    let out = labeld()
+        .args(["label", "--threshold", "0.5"])
+        .arg(fixture("chelsea.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["Labels", "RequestId"]);
+    let labels = body["Labels"].as_array().unwrap();
+    let fields = [
+        "CentricScore",
         "LabelConfidence",
         "LabelLevel",
-        "ParentLabelName",
-        "CentricScore",
+        "LabelName",
         "Language",
-    ] {
-        assert!(labels[0].get(field).is_some(), "missing {field}");
+        "ParentLabelName",
+    ];
+    for label in labels {
+        let mut keys: Vec<&String> = label.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, fields);
     }
-    assert_eq!(lines[1]["Error"]["Code"], "InvalidArgument");
+    let names: Vec<(&str, u64)> = labels
+        .iter()
+        .map(|l| {
+            (
+                l["LabelName"].as_str().unwrap(),
+                l["LabelLevel"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("Animal", 1), ("Cat", 2), ("Egyptian cat", 3)]);
 }
 
 #[test]
