@@ -1,9 +1,24 @@
-//! Build script: records which commit the binary was built from (`labeld info`, and the
-//! build-info metric later). Writes nothing outside OUT_DIR; a build outside git says "unknown".
+//! Build script: compiles the gRPC contract (`proto/labeld/v1/labels.proto`) with protox — a
+//! pure-Rust protobuf compiler, so no `protoc` is needed — into OUT_DIR, keeps the descriptor set
+//! for server reflection, and records which commit the binary was built from. Writes nothing
+//! outside OUT_DIR.
 
+use std::path::PathBuf;
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let fds = protox::compile(["labeld/v1/labels.proto"], ["proto"])?;
+    std::fs::write(
+        out.join("labeld_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=proto");
+
     let sha = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -16,5 +31,5 @@ fn main() {
     println!("cargo:rustc-env=LABELD_GIT_SHA={sha}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
-    println!("cargo:rerun-if-env-changed=LABELD_GIT_SHA");
+    Ok(())
 }

@@ -8,13 +8,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use labeld::batcher::BatchConfig;
 use labeld::error::{ErrorBody, ErrorCode};
 use labeld::image::ImageLimits;
+use labeld::labeler::TAXONOMY_FILE;
 use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
 use labeld::labels::{LabelOptions, LabelsResponse, DEFAULT_THRESHOLD};
-use labeld::model::{parse_device, ModelKind};
+use labeld::model::{parse_device, Classifier, LiteClassifier, ModelKind};
 use labeld::request_id::new_request_id;
+use labeld::server::{ServeSettings, Server};
+use labeld::source::Buckets;
 use labeld::taxonomy::Language;
+use labeld::taxonomy::Taxonomy;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Image label detection with a pretrained EfficientNet-Lite.
 #[derive(Debug, Parser)]
@@ -64,11 +71,48 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch_size: u16,
     },
+    /// Serve the gRPC API (labeld.v1.ImageLabels, grpc.health.v1, reflection) until SIGTERM/SIGINT.
+    Serve(ServeArgs),
     /// Print the model, device and taxonomy this build would serve, as JSON.
     Info {
         #[command(flatten)]
         model: ModelArgs,
     },
+}
+
+/// Flags of `serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// gRPC listen address (container images and manifests set 0.0.0.0:50051).
+    #[arg(long, env = "LABELD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Most images in one forward pass.
+    #[arg(long, env = "LABELD_MAX_BATCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_batch: u16,
+    /// Longest a batch waits to fill once the model is free, in microseconds.
+    #[arg(long, env = "LABELD_MAX_DELAY_US", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    max_delay_us: u64,
+    /// Most requests admitted at once (decoding, queued or in the model); beyond it requests are
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LABELD_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_queue: u32,
+    /// Model worker threads, each with its own copy of the model.
+    #[arg(long, env = "LABELD_MODEL_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    model_workers: u16,
+    /// Threads that decode and preprocess images [default: the number of CPUs].
+    #[arg(long, env = "LABELD_DECODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    decode_workers: Option<u16>,
+    /// A bucket for `source_uri = "oss://NAME/key"`: NAME=DIR (repeatable; the env var is comma-separated).
+    #[arg(long = "bucket", env = "LABELD_BUCKETS", value_delimiter = ',')]
+    buckets: Vec<String>,
+    /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
+    #[arg(long, env = "LABELD_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
+    drain_timeout_secs: u64,
+    /// Serve without credentials on a non-loopback address.
+    #[arg(long, env = "LABELD_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind, String> {
@@ -91,10 +135,14 @@ fn parse_language(s: &str) -> Result<Language, String> {
 }
 
 impl ModelArgs {
+    fn weights_dir(&self) -> PathBuf {
+        self.weights_dir.clone().unwrap_or_else(default_weights_dir)
+    }
+
     fn load(&self) -> anyhow::Result<Labeler> {
         let device = parse_device(&self.device)?;
         let config = LabelerConfig {
-            weights_dir: self.weights_dir.clone().unwrap_or_else(default_weights_dir),
+            weights_dir: self.weights_dir(),
             model: self.model,
             device,
             limits: ImageLimits::default(),
@@ -129,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             label_paths(&labeler, &paths, &options, usize::from(batch_size), format)
         }
+        Command::Serve(args) => serve(args),
         Command::Info { model } => {
             let labeler = model.load()?;
             let taxonomy = labeler.taxonomy();
@@ -304,4 +353,73 @@ fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if !args.grpc_addr.ip().is_loopback() && !args.allow_anonymous {
+        anyhow::bail!(
+            "refusing to serve without credentials on {} (not a loopback address): \
+             API keys are not supported yet, so pass --allow-anonymous (LABELD_ALLOW_ANONYMOUS=true) \
+             to accept anonymous callers",
+            args.grpc_addr
+        );
+    }
+    tracing::warn!(
+        "no credentials configured: the gRPC API is open to every caller that can reach {}",
+        args.grpc_addr
+    );
+    let device = parse_device(&args.model.device)?;
+    let weights_dir = args.model.weights_dir();
+    let models = (0..args.model_workers)
+        .map(|_| {
+            LiteClassifier::load(args.model.model, &weights_dir, &device)
+                .map(|m| Box::new(m) as Box<dyn Classifier>)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "loading {} from {}",
+                args.model.model,
+                weights_dir.display()
+            )
+        })?;
+    let taxonomy = Taxonomy::load(&weights_dir.join(TAXONOMY_FILE))?;
+    let buckets = Buckets::from_specs(&args.buckets).map_err(anyhow::Error::msg)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = ServeSettings {
+        batch: BatchConfig {
+            max_batch: usize::from(args.max_batch),
+            max_delay: Duration::from_micros(args.max_delay_us),
+            max_queue: args.max_queue as usize,
+        },
+        decode_workers: args.decode_workers.map_or(cpus, usize::from),
+        limits: ImageLimits::default(),
+        buckets,
+        device_name: args.model.device.clone(),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("labeld-io")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("binding {}", args.grpc_addr))?;
+        let server = Server::start(listener, models, taxonomy, settings).await?;
+        tracing::info!(addr = %server.local_addr(), model = %args.model.model, "gRPC listening; warming up");
+        tokio::select! {
+            () = labeld::shutdown::signal() => server.shutdown(),
+            // The server stops by itself only when it fails (e.g. warm-up failed).
+            () = wait_until_stopped(&server) => {}
+        }
+        server.wait().await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves if the server shuts itself down (a failed warm-up).
+async fn wait_until_stopped(server: &Server) {
+    server.stopped().await;
 }

@@ -1,13 +1,14 @@
 //! Error codes: the one vocabulary every door answers in.
 //!
-//! Each module has its own error type (`DecodeError`, `ModelError`, ...); each maps to exactly one
-//! [`ErrorCode`] here, and each front door turns an `ErrorCode` into its protocol's status once.
+//! Each module has its own error type (`DecodeError`, `SourceError`, `DetectError`, ...); each maps
+//! to exactly one [`ErrorCode`], and each front door turns an `ErrorCode` into its protocol's
+//! status in one table (`api::grpc` for gRPC; the HTTP door adds its own).
 
 use serde::Serialize;
 
 use crate::image::DecodeError;
 
-/// What went wrong, in the terms of the OSS/IMM error table.
+/// What went wrong, in the terms of the OSS/IMM error table (DESIGN.md, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Bad parameter, unsupported format, corrupt image.
@@ -16,17 +17,45 @@ pub enum ErrorCode {
     ImageTooLarge,
     /// The object or file does not exist.
     NoSuchKey,
+    /// The bucket is not configured.
+    NoSuchBucket,
+    /// The queue is full: retry later.
+    Overloaded,
+    /// The request's deadline passed before it was served.
+    DeadlineExceeded,
+    /// Warming up or draining.
+    NotReady,
+    /// Missing or unknown credentials.
+    AccessDenied,
     /// A bug or a model failure.
     Internal,
 }
 
 impl ErrorCode {
-    /// The OSS `<Code>` name.
+    /// Every code, for tests that check each one is mapped.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::ImageTooLarge,
+        ErrorCode::NoSuchKey,
+        ErrorCode::NoSuchBucket,
+        ErrorCode::Overloaded,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::NotReady,
+        ErrorCode::AccessDenied,
+        ErrorCode::Internal,
+    ];
+
+    /// The OSS `<Code>` name (also the `reason` of a gRPC stream error).
     pub fn name(self) -> &'static str {
         match self {
             ErrorCode::InvalidArgument => "InvalidArgument",
             ErrorCode::ImageTooLarge => "ImageTooLarge",
             ErrorCode::NoSuchKey => "NoSuchKey",
+            ErrorCode::NoSuchBucket => "NoSuchBucket",
+            ErrorCode::Overloaded => "ServiceOverloaded",
+            ErrorCode::DeadlineExceeded => "RequestTimeout",
+            ErrorCode::NotReady => "ServiceUnavailable",
+            ErrorCode::AccessDenied => "AccessDenied",
             ErrorCode::Internal => "InternalError",
         }
     }
@@ -50,4 +79,15 @@ pub struct ErrorBody {
     pub code: &'static str,
     pub message: String,
     pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_distinct() {
+        let names: std::collections::HashSet<_> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 }

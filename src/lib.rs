@@ -10,17 +10,30 @@
 //! - [`labels`]: prediction → IMM-shaped [`labels::Label`]s (aggregation, threshold, language).
 //! - [`centric`]: CentricScore from class activation maps.
 //! - [`labeler`]: the pipeline assembled in one process (used by the CLI).
+//! - [`source`]: `oss://bucket/key` → bytes, from local-folder buckets.
+//! - [`batcher`]: the bounded queue and the model worker threads (dynamic batching).
+//! - [`detect`]: the transport-neutral use case every door calls.
+//! - [`api`]: the front doors (gRPC); the only code that knows protocols.
+//! - [`server`]: wiring for `labeld serve`; [`shutdown`]: the stop signal; [`pb`]: generated types.
 //! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!
 //! # Invariants
 //! `image`, `taxonomy`, `labels` and `centric` never import candle, tokio or any server crate;
-//! only `model` knows candle. Nothing below `main.rs` reads environment variables.
+//! only `model` knows candle; only `api` (and the wiring in `server`) knows tonic. Nothing below
+//! `main.rs` reads environment variables.
 
+pub mod api;
+pub mod batcher;
 pub mod centric;
+pub mod detect;
 pub mod error;
 pub mod image;
 pub mod labeler;
 pub mod labels;
 pub mod model;
+pub mod pb;
 pub mod request_id;
+pub mod server;
+pub mod shutdown;
+pub mod source;
 pub mod taxonomy;

@@ -5,6 +5,8 @@
 mod centric;
 mod cli;
 mod golden;
+mod grpc;
 mod images;
+mod serve;
 mod support;
 mod taxonomy_data;

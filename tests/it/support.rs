@@ -1,12 +1,16 @@
 //! Shared test helpers: fixture paths, golden files, one loaded labeler per model.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use candle_core::Device;
 use labeld::image::ImageLimits;
 use labeld::labeler::{Labeler, LabelerConfig};
-use labeld::model::ModelKind;
+use labeld::model::{
+    Classifier, ClassifierHead, LiteClassifier, ModelError, ModelKind, Prediction,
+};
+use labeld::taxonomy::Taxonomy;
 use serde::Deserialize;
 
 pub fn root() -> PathBuf {
@@ -68,3 +72,88 @@ pub fn argmax(v: &[f32]) -> usize {
 
 pub const PHOTOS: [&str; 4] = ["chelsea", "coffee", "astronaut", "rocket"];
 pub const PNG_PHOTOS: [&str; 3] = ["chelsea", "coffee", "astronaut"];
+
+/// A fresh Lite0 model on the CPU.
+pub fn lite0() -> Box<dyn Classifier> {
+    Box::new(
+        LiteClassifier::load(
+            ModelKind::EfficientNetLite0,
+            &root().join("weights"),
+            &Device::Cpu,
+        )
+        .expect("weights load"),
+    )
+}
+
+/// The committed taxonomy.
+pub fn taxonomy() -> Taxonomy {
+    Taxonomy::load(&root().join("weights/taxonomy.json")).expect("taxonomy")
+}
+
+/// A gate a test opens and closes to hold forward passes.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+    entered: AtomicUsize,
+}
+
+impl Gate {
+    pub fn closed() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    pub fn close(&self) {
+        *self.open.lock().unwrap() = false;
+    }
+
+    /// Forward passes that have reached the gate so far (warm-up included).
+    pub fn entered(&self) -> usize {
+        self.entered.load(Ordering::SeqCst)
+    }
+
+    fn pass(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+    }
+}
+
+/// The real model behind a [`Gate`]: every forward pass waits until the gate is open.
+/// (A test double only in *when* it runs; what it computes is the real model's answer.)
+pub struct Gated {
+    inner: Box<dyn Classifier>,
+    gate: Arc<Gate>,
+}
+
+impl Gated {
+    pub fn boxed(inner: Box<dyn Classifier>, gate: &Arc<Gate>) -> Box<dyn Classifier> {
+        Box::new(Gated {
+            inner,
+            gate: Arc::clone(gate),
+        })
+    }
+}
+
+impl Classifier for Gated {
+    fn kind(&self) -> ModelKind {
+        self.inner.kind()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn head(&self) -> &ClassifierHead {
+        self.inner.head()
+    }
+    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+        self.gate.pass();
+        self.inner.classify(batch)
+    }
+}

@@ -1,0 +1,416 @@
+//! The gRPC door: `labeld.v1.ImageLabels` (tonic).
+//!
+//! Parses and validates each request (threshold range, language, request id, the `grpc-timeout`
+//! deadline), calls the [`Detector`], and maps errors to gRPC statuses in one table
+//! ([`grpc_code`]). Every response, success or error, carries the request id in the
+//! `x-request-id` metadata.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource};
+use crate::error::ErrorCode;
+use crate::labels::{LabelOptions, DEFAULT_THRESHOLD};
+use crate::pb;
+use crate::request_id::new_request_id;
+use crate::taxonomy::Language;
+
+/// Metadata key that carries the request id on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How much earlier than the client's `grpc-timeout` the service gives up on a request, so that
+/// it answers DEADLINE_EXCEEDED itself before tonic's own timer cancels the call (which would
+/// answer CANCELLED).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
+/// The gRPC status code of each error code: the single gRPC mapping table.
+pub fn grpc_code(code: ErrorCode) -> Code {
+    match code {
+        ErrorCode::InvalidArgument | ErrorCode::ImageTooLarge => Code::InvalidArgument,
+        ErrorCode::NoSuchKey | ErrorCode::NoSuchBucket => Code::NotFound,
+        ErrorCode::Overloaded => Code::ResourceExhausted,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorCode::NotReady => Code::Unavailable,
+        ErrorCode::AccessDenied => Code::Unauthenticated,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+/// The client-facing message: the error's own text, except for internal errors, whose details
+/// are logged and not sent.
+fn public_message(error: &DetectError, request_id: &str) -> String {
+    match error.code() {
+        ErrorCode::Internal => {
+            tracing::error!(request_id, error = %error, "internal error");
+            format!("internal error; quote request id {request_id} when reporting it")
+        }
+        _ => error.to_string(),
+    }
+}
+
+fn status_for(error: &DetectError, request_id: &str) -> Status {
+    let mut status = Status::new(grpc_code(error.code()), public_message(error, request_id));
+    if let Ok(value) = MetadataValue::try_from(request_id) {
+        status.metadata_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if let Ok(value) = MetadataValue::try_from(error.code().name()) {
+        status.metadata_mut().insert("x-labeld-error-code", value);
+    }
+    status
+}
+
+/// The caller's deadline from `grpc-timeout` (`<digits><H|M|S|m|u|n>`), less a safety margin.
+fn deadline_from(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(split);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    now.checked_add(timeout.saturating_sub(DEADLINE_MARGIN))
+}
+
+/// Validates a protobuf request into the transport-neutral one.
+///
+/// # Errors
+/// [`DetectError::InvalidArgument`] naming the offending field.
+pub fn parse_request(
+    request: pb::DetectImageLabelsRequest,
+    deadline: Option<Instant>,
+) -> Result<DetectRequest, DetectError> {
+    let invalid =
+        |name: &'static str, reason: String| DetectError::InvalidArgument { name, reason };
+    let request_id = if request.request_id.is_empty() {
+        new_request_id()
+    } else if request.request_id.len() <= 128
+        && request.request_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        request.request_id
+    } else {
+        return Err(invalid(
+            "request_id",
+            "at most 128 printable ASCII characters without spaces".into(),
+        ));
+    };
+    let threshold = match request.threshold {
+        None => DEFAULT_THRESHOLD,
+        Some(t) if (0.0..=1.0).contains(&t) => t,
+        Some(t) => {
+            return Err(invalid(
+                "threshold",
+                format!("must be from 0 to 1, got {t}"),
+            ))
+        }
+    };
+    let language = if request.language.is_empty() {
+        Language::En
+    } else {
+        Language::from_tag(&request.language).ok_or_else(|| {
+            invalid(
+                "language",
+                format!("{:?} is not supported; use en or zh-Hans", request.language),
+            )
+        })?
+    };
+    let source = match request.source {
+        Some(pb::detect_image_labels_request::Source::Image(bytes)) => ImageSource::Bytes(bytes),
+        Some(pb::detect_image_labels_request::Source::SourceUri(uri)) => ImageSource::Uri(uri),
+        None => {
+            return Err(invalid(
+                "image",
+                "the request has neither image nor source_uri".into(),
+            ))
+        }
+    };
+    Ok(DetectRequest {
+        source,
+        options: LabelOptions {
+            threshold,
+            language,
+            max_labels: (request.max_labels > 0).then_some(request.max_labels as usize),
+        },
+        request_id,
+        deadline,
+    })
+}
+
+fn to_response(detection: Detection) -> pb::DetectImageLabelsResponse {
+    let t = detection.timings;
+    let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+    pb::DetectImageLabelsResponse {
+        labels: detection
+            .labels
+            .into_iter()
+            .map(|l| pb::Label {
+                label_name: l.label_name,
+                label_confidence: l.label_confidence,
+                label_level: i32::from(l.label_level),
+                parent_label_name: l.parent_label_name,
+                centric_score: l.centric_score,
+                language: l.language.to_string(),
+            })
+            .collect(),
+        request_id: detection.request_id,
+        model: detection.model.name().to_string(),
+        timings: Some(pb::StageTimings {
+            decode_us: micros(t.decode),
+            queue_us: micros(t.queue),
+            inference_us: micros(t.inference),
+            total_us: micros(t.total),
+            batch_size: t.batch_size as u32,
+        }),
+        error: None,
+    }
+}
+
+/// Runs one request to completion, giving up at its deadline.
+async fn run(detector: &Detector, request: DetectRequest) -> Result<Detection, DetectError> {
+    match request.deadline {
+        Some(deadline) => {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            tokio::time::timeout_at(deadline, detector.detect(request))
+                .await
+                .unwrap_or(Err(DetectError::DeadlineExceeded))
+        }
+        None => detector.detect(request).await,
+    }
+}
+
+/// The `ImageLabels` service.
+pub struct ImageLabelsService {
+    detector: Detector,
+    info: pb::ModelInfo,
+    /// Requests one stream may have in progress at once; reading pauses beyond it, so a fast
+    /// streaming client is slowed by flow control rather than refused.
+    stream_window: usize,
+}
+
+impl ImageLabelsService {
+    /// The service over `detector`, answering `GetModelInfo` with `info`.
+    pub fn new(detector: Detector, info: pb::ModelInfo) -> Self {
+        let stream_window = (info.max_batch as usize * 2).max(2);
+        ImageLabelsService {
+            detector,
+            info,
+            stream_window,
+        }
+    }
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::DetectImageLabelsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::image_labels_server::ImageLabels for ImageLabelsService {
+    async fn detect_image_labels(
+        &self,
+        request: Request<pb::DetectImageLabelsRequest>,
+    ) -> Result<Response<pb::DetectImageLabelsResponse>, Status> {
+        let deadline = deadline_from(request.metadata(), Instant::now());
+        let client_id = request.get_ref().request_id.clone();
+        let parsed = parse_request(request.into_inner(), deadline).map_err(|e| {
+            let id = if client_id.is_empty() {
+                new_request_id()
+            } else {
+                client_id.clone()
+            };
+            status_for(&e, &id)
+        })?;
+        let request_id = parsed.request_id.clone();
+        match run(&self.detector, parsed).await {
+            Ok(detection) => {
+                let mut response = Response::new(to_response(detection));
+                if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
+                    response.metadata_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                Ok(response)
+            }
+            Err(error) => Err(status_for(&error, &request_id)),
+        }
+    }
+
+    type DetectImageLabelsStreamStream = ResponseStream;
+
+    async fn detect_image_labels_stream(
+        &self,
+        request: Request<Streaming<pb::DetectImageLabelsRequest>>,
+    ) -> Result<Response<Self::DetectImageLabelsStreamStream>, Status> {
+        let deadline = deadline_from(request.metadata(), Instant::now());
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(self.stream_window);
+        let window = Arc::new(Semaphore::new(self.stream_window));
+        let detector = self.detector.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = Arc::clone(&window).acquire_owned().await else {
+                    break;
+                };
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let tx = tx.clone();
+                let detector = detector.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let client_id = message.request_id.clone();
+                    let answer = match parse_request(message, deadline) {
+                        Ok(parsed) => {
+                            let request_id = parsed.request_id.clone();
+                            run(&detector, parsed)
+                                .await
+                                .map(to_response)
+                                .map_err(|e| (e, request_id))
+                        }
+                        Err(e) => Err((e, client_id)),
+                    };
+                    let response = answer.unwrap_or_else(|(error, request_id)| {
+                        pb::DetectImageLabelsResponse {
+                            error: Some(pb::Error {
+                                code: grpc_code(error.code()) as i32,
+                                reason: error.code().name().to_string(),
+                                message: public_message(&error, &request_id),
+                            }),
+                            request_id,
+                            ..Default::default()
+                        }
+                    });
+                    let _ = tx.send(Ok(response)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_model_info(
+        &self,
+        _request: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_a_grpc_code() {
+        for code in ErrorCode::ALL {
+            let grpc = grpc_code(code);
+            assert_ne!(grpc, Code::Ok, "{code:?}");
+            assert_ne!(grpc, Code::Unknown, "{code:?}");
+        }
+    }
+
+    fn request() -> pb::DetectImageLabelsRequest {
+        pb::DetectImageLabelsRequest {
+            source: Some(pb::detect_image_labels_request::Source::Image(vec![
+                1, 2, 3,
+            ])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parameters_are_validated_not_clamped() {
+        let ok = parse_request(request(), None).unwrap();
+        assert_eq!(ok.options.threshold, DEFAULT_THRESHOLD);
+        assert_eq!(ok.request_id.len(), 24);
+        for (threshold, good) in [
+            (0.0, true),
+            (1.0, true),
+            (1.01, false),
+            (-0.1, false),
+            (f32::NAN, false),
+        ] {
+            let r = pb::DetectImageLabelsRequest {
+                threshold: Some(threshold),
+                ..request()
+            };
+            assert_eq!(parse_request(r, None).is_ok(), good, "{threshold}");
+        }
+        let bad_language = pb::DetectImageLabelsRequest {
+            language: "fr".into(),
+            ..request()
+        };
+        assert!(matches!(
+            parse_request(bad_language, None),
+            Err(DetectError::InvalidArgument {
+                name: "language",
+                ..
+            })
+        ));
+        let bad_id = pb::DetectImageLabelsRequest {
+            request_id: "has space".into(),
+            ..request()
+        };
+        assert!(matches!(
+            parse_request(bad_id, None),
+            Err(DetectError::InvalidArgument {
+                name: "request_id",
+                ..
+            })
+        ));
+        let none = pb::DetectImageLabelsRequest {
+            source: None,
+            ..Default::default()
+        };
+        assert!(matches!(
+            parse_request(none, None),
+            Err(DetectError::InvalidArgument { name: "image", .. })
+        ));
+        let zh = pb::DetectImageLabelsRequest {
+            language: "zh-Hans".into(),
+            max_labels: 3,
+            request_id: "abc-1".into(),
+            ..request()
+        };
+        let zh = parse_request(zh, None).unwrap();
+        assert_eq!(
+            (
+                zh.options.language,
+                zh.options.max_labels,
+                zh.request_id.as_str()
+            ),
+            (Language::ZhHans, Some(3), "abc-1")
+        );
+    }
+
+    #[test]
+    fn grpc_timeout_is_parsed_with_a_margin() {
+        let now = Instant::now();
+        let mut m = MetadataMap::new();
+        assert_eq!(deadline_from(&m, now), None);
+        m.insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(
+            deadline_from(&m, now),
+            Some(now + Duration::from_millis(1498))
+        );
+        m.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(
+            deadline_from(&m, now),
+            Some(now + Duration::from_millis(1998))
+        );
+        m.insert("grpc-timeout", "1x".parse().unwrap());
+        assert_eq!(deadline_from(&m, now), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! The dynamic batcher: a bounded queue of preprocessed images in front of the model workers.
+//!
+//! ```text
+//! submit() ──try_send──> [queue, max_queue] ──> batching task (tokio) ──> model worker threads
+//!   full → QueueFull        waits for a free worker, then takes up to max_batch jobs,
+//!                           waiting at most max_delay for the batch to fill;
+//!                           drops jobs whose deadline passed or whose caller has gone
+//! ```
+//!
+//! Each model worker is a dedicated OS thread that owns its copy of the model (candle's forward
+//! pass is blocking and must never run on the async runtime). A batch is only formed when a worker
+//! is free, so while the model is busy requests wait in the queue and the next batch takes all of
+//! them at once: batches grow with load without any waiting at low load beyond `max_delay`.
+//! A panic in a forward pass fails that batch's requests with an internal error; the worker
+//! lives on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::image::ModelInput;
+use crate::model::{Classifier, Prediction};
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most images in one forward pass.
+    pub max_batch: usize,
+    /// Longest a batch waits to fill once a worker is free and a first image is there.
+    pub max_delay: Duration,
+    /// Most images waiting in the queue.
+    pub max_queue: usize,
+}
+
+/// Why a submitted image got no prediction.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("the queue is full ({0} images waiting)")]
+    QueueFull(usize),
+    #[error("the deadline passed while the image was queued")]
+    DeadlineExceeded,
+    #[error("the model workers have stopped")]
+    Stopped,
+    #[error("the model failed: {0}")]
+    Model(Arc<str>),
+}
+
+/// A successful forward pass for one image, with where its time went.
+#[derive(Debug)]
+pub struct Inferred {
+    pub prediction: Prediction,
+    /// From submission to the start of the forward pass.
+    pub queued: Duration,
+    /// The forward pass of the whole batch.
+    pub inference: Duration,
+    /// Images in that batch.
+    pub batch_size: usize,
+}
+
+/// Counters, for metrics and for tests that count instead of timing.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Forward passes run (warm-up excluded).
+    pub model_calls: AtomicU64,
+    /// Images that went through a forward pass.
+    pub images_inferred: AtomicU64,
+    /// Images dropped because their deadline passed while queued.
+    pub expired: AtomicU64,
+    /// Images dropped because their caller had gone.
+    pub cancelled: AtomicU64,
+    /// Images refused because the queue was full.
+    pub rejected: AtomicU64,
+    /// Images waiting in the queue now.
+    pub queue_depth: AtomicUsize,
+}
+
+struct Job {
+    input: ModelInput,
+    deadline: Option<Instant>,
+    submitted: Instant,
+    reply: oneshot::Sender<Result<Inferred, BatchError>>,
+}
+
+/// A batch on its way to a worker, with the permit that marks that worker busy.
+struct Batch {
+    jobs: Vec<Job>,
+    _worker: OwnedSemaphorePermit,
+}
+
+/// Handle to the batcher; cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<Job>,
+    config: BatchConfig,
+    stats: Arc<BatchStats>,
+}
+
+/// Owns the batcher's threads; [`BatcherThreads::join`] waits for them after the last
+/// [`Batcher`] handle is dropped.
+pub struct BatcherThreads {
+    workers: Vec<std::thread::JoinHandle<()>>,
+    batching: tokio::task::JoinHandle<()>,
+}
+
+impl BatcherThreads {
+    /// Waits until every queued image has been answered and the workers have exited.
+    pub async fn join(self) {
+        let _ = self.batching.await;
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Batcher {
+    /// Starts one worker thread per model and the batching task (call from a tokio runtime).
+    /// Each worker first runs a warm-up forward pass at `max_batch`; `warmed` is sent `()` by each
+    /// worker when its warm-up is done.
+    pub fn start(
+        models: Vec<Box<dyn Classifier>>,
+        config: BatchConfig,
+        warmed: std_mpsc::Sender<Result<(), String>>,
+    ) -> (Batcher, BatcherThreads) {
+        assert!(!models.is_empty() && config.max_batch > 0 && config.max_queue > 0);
+        let stats = Arc::new(BatchStats::default());
+        let (queue_tx, queue_rx) = mpsc::channel(config.max_queue);
+        let free_workers = Arc::new(Semaphore::new(models.len()));
+        // Never more batches in flight than workers (each holds a permit), so this never blocks.
+        let (batch_tx, batch_rx) = std_mpsc::sync_channel::<Batch>(models.len());
+        let batch_rx = Arc::new(Mutex::new(batch_rx));
+        let workers = models
+            .into_iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let rx = Arc::clone(&batch_rx);
+                let stats = Arc::clone(&stats);
+                let warmed = warmed.clone();
+                std::thread::Builder::new()
+                    .name(format!("labeld-model-{i}"))
+                    .spawn(move || worker(model, rx, stats, config.max_batch, warmed))
+                    .expect("cannot spawn a model thread")
+            })
+            .collect();
+        let batching = tokio::spawn(batching_task(
+            queue_rx,
+            batch_tx,
+            free_workers,
+            config,
+            Arc::clone(&stats),
+        ));
+        (
+            Batcher {
+                queue: queue_tx,
+                config,
+                stats,
+            },
+            BatcherThreads { workers, batching },
+        )
+    }
+
+    /// Queues one image. Fails at once with [`BatchError::QueueFull`] when the queue is full.
+    ///
+    /// # Errors
+    /// [`BatchError::QueueFull`] or [`BatchError::Stopped`].
+    pub fn submit(
+        &self,
+        input: ModelInput,
+        deadline: Option<Instant>,
+    ) -> Result<oneshot::Receiver<Result<Inferred, BatchError>>, BatchError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            input,
+            deadline,
+            submitted: Instant::now(),
+            reply,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+                Ok(rx)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(BatchError::QueueFull(self.config.max_queue))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BatchError::Stopped),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<BatchStats> {
+        &self.stats
+    }
+}
+
+async fn batching_task(
+    mut queue: mpsc::Receiver<Job>,
+    batches: std_mpsc::SyncSender<Batch>,
+    free_workers: Arc<Semaphore>,
+    config: BatchConfig,
+    stats: Arc<BatchStats>,
+) {
+    loop {
+        let worker = Arc::clone(&free_workers)
+            .acquire_owned()
+            .await
+            .expect("the worker semaphore is never closed. This is a bug.");
+        // `None` once every `Batcher` handle is gone and the queue is empty: shut down.
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let mut jobs = vec![first];
+        let flush_at = tokio::time::Instant::now() + config.max_delay;
+        while jobs.len() < config.max_batch {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => match tokio::time::timeout_at(flush_at, queue.recv()).await {
+                    Ok(Some(job)) => jobs.push(job),
+                    _ => break,
+                },
+            }
+        }
+        stats.queue_depth.fetch_sub(jobs.len(), Ordering::Relaxed);
+        // Whoever no longer needs an answer is dropped here, before the model sees them.
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.reply.is_closed() {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else if job.deadline.is_some_and(|d| d <= now) {
+                stats.expired.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Err(BatchError::DeadlineExceeded));
+            } else {
+                live.push(job);
+            }
+        }
+        let jobs = live;
+        if jobs.is_empty() {
+            continue;
+        }
+        if batches
+            .send(Batch {
+                jobs,
+                _worker: worker,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn worker(
+    model: Box<dyn Classifier>,
+    batches: Arc<Mutex<std_mpsc::Receiver<Batch>>>,
+    stats: Arc<BatchStats>,
+    max_batch: usize,
+    warmed: std_mpsc::Sender<Result<(), String>>,
+) {
+    // Warm-up at the largest batch: allocations, thread pools and page faults happen now, not on
+    // the first real request.
+    let size = model.kind().input_size() as usize;
+    let blank = vec![0f32; 3 * size * size];
+    let warm: Vec<&[f32]> = (0..max_batch).map(|_| blank.as_slice()).collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&warm)));
+    let ok = matches!(outcome, Ok(Ok(_)));
+    let _ = warmed.send(match outcome {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the warm-up forward pass panicked".to_string()),
+    });
+    drop(warmed);
+    if !ok {
+        return;
+    }
+    loop {
+        // Hold the lock only to take a batch; another worker may be computing meanwhile.
+        let next = batches
+            .lock()
+            .expect("a model worker panicked while holding the queue lock. This is a bug.")
+            .recv();
+        let Ok(batch) = next else { break };
+        run_batch(model.as_ref(), batch.jobs, &stats);
+    }
+}
+
+fn run_batch(model: &dyn Classifier, jobs: Vec<Job>, stats: &BatchStats) {
+    let started = Instant::now();
+    let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&inputs)));
+    let inference = started.elapsed();
+    stats.model_calls.fetch_add(1, Ordering::Relaxed);
+    stats
+        .images_inferred
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let batch_size = jobs.len();
+    match outcome {
+        Ok(Ok(predictions)) if predictions.len() == jobs.len() => {
+            for (job, prediction) in jobs.into_iter().zip(predictions) {
+                let _ = job.reply.send(Ok(Inferred {
+                    prediction,
+                    queued: started.duration_since(job.submitted),
+                    inference,
+                    batch_size,
+                }));
+            }
+        }
+        other => {
+            let reason: Arc<str> = match other {
+                Ok(Ok(_)) => "the model returned the wrong number of predictions".into(),
+                Ok(Err(e)) => e.to_string().into(),
+                Err(_) => "the forward pass panicked".into(),
+            };
+            for job in jobs {
+                let _ = job.reply.send(Err(BatchError::Model(Arc::clone(&reason))));
+            }
+        }
+    }
+}

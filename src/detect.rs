@@ -1,0 +1,289 @@
+//! The use case every door calls: label one image, whichever protocol asked.
+//!
+//! ```text
+//! detect(): ready? → admit (bounded) → fetch bytes + decode + preprocess [decode pool]
+//!           → batcher (queue → model thread) → labels + CentricScore [decode pool] → Detection
+//! ```
+//!
+//! Transport-neutral: no tonic, no HTTP status codes here. The async parts only wait; every
+//! CPU-heavy step runs on the decode pool (a rayon pool of its own) or on a model thread.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::batcher::{BatchError, Batcher};
+use crate::error::ErrorCode;
+use crate::image::{decode_rgb, prepare, DecodeError, ImageLimits, ModelInput};
+use crate::labels::{labels_for, Label, LabelOptions};
+use crate::model::{ClassifierHead, ModelKind};
+use crate::source::{Buckets, SourceError};
+use crate::taxonomy::Taxonomy;
+
+/// Where the image comes from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// The encoded bytes, sent with the request.
+    Bytes(Vec<u8>),
+    /// `oss://bucket/key` in a configured bucket.
+    Uri(String),
+}
+
+/// One labelling request, already parsed and validated by its front door.
+#[derive(Debug, Clone)]
+pub struct DetectRequest {
+    pub source: ImageSource,
+    pub options: LabelOptions,
+    pub request_id: String,
+    /// When the caller stops waiting; the request is dropped unanswered by the model after it.
+    pub deadline: Option<Instant>,
+}
+
+/// Where one request's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Fetching, validating, decoding and preprocessing.
+    pub decode: Duration,
+    /// Waiting for a model worker.
+    pub queue: Duration,
+    /// The forward pass of the batch.
+    pub inference: Duration,
+    /// Receipt to answer.
+    pub total: Duration,
+    /// Images in the forward pass.
+    pub batch_size: usize,
+}
+
+/// A labelled image.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    pub labels: Vec<Label>,
+    pub request_id: String,
+    pub model: ModelKind,
+    pub timings: Timings,
+}
+
+/// Why a request got no labels.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("invalid {name}: {reason}")]
+    InvalidArgument { name: &'static str, reason: String },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the server is overloaded ({0} requests in progress); retry later")]
+    Overloaded(usize),
+    #[error("the deadline passed before the image was labelled")]
+    DeadlineExceeded,
+    #[error("the server is {0}")]
+    NotReady(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DetectError {
+    /// The code this error is reported as.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DetectError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            DetectError::Decode(e) => e.code(),
+            DetectError::Source(e) => e.code(),
+            DetectError::Overloaded(_) => ErrorCode::Overloaded,
+            DetectError::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            DetectError::NotReady(_) => ErrorCode::NotReady,
+            DetectError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<BatchError> for DetectError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::QueueFull(n) => DetectError::Overloaded(n),
+            BatchError::DeadlineExceeded => DetectError::DeadlineExceeded,
+            BatchError::Stopped => DetectError::NotReady("shutting down"),
+            BatchError::Model(reason) => DetectError::Internal(reason.to_string()),
+        }
+    }
+}
+
+/// Serving state, shared by the doors and health reporting.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicU8);
+
+impl Readiness {
+    const STARTING: u8 = 0;
+    const SERVING: u8 = 1;
+    const DRAINING: u8 = 2;
+
+    /// Marks the model warm: requests are served from now on.
+    pub fn set_serving(&self) {
+        let _ = self.0.compare_exchange(
+            Self::STARTING,
+            Self::SERVING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Marks the server as draining (reported by health; calls in progress still finish).
+    pub fn set_draining(&self) {
+        self.0.store(Self::DRAINING, Ordering::SeqCst);
+    }
+
+    /// True while requests are admitted.
+    pub fn is_serving(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::SERVING
+    }
+
+    /// Why a request would be refused now. Only while warming up: during a drain, new calls are
+    /// refused by the transport (HTTP/2 GOAWAY, no new connections), and every call that reached
+    /// a handler is served to the end.
+    fn refusal(&self) -> Option<&'static str> {
+        (self.0.load(Ordering::SeqCst) == Self::STARTING).then_some("warming up")
+    }
+}
+
+/// What a [`Detector`] needs.
+pub struct DetectorParts {
+    pub batcher: Batcher,
+    pub taxonomy: Arc<Taxonomy>,
+    pub head: Arc<ClassifierHead>,
+    pub model: ModelKind,
+    pub limits: ImageLimits,
+    pub buckets: Buckets,
+    pub decode_workers: usize,
+    /// Most requests admitted at once (decoding, queued or in the model).
+    pub max_in_flight: usize,
+    pub readiness: Arc<Readiness>,
+}
+
+/// The labelling use case; cheap to clone.
+#[derive(Clone)]
+pub struct Detector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parts: DetectorParts,
+    pool: rayon::ThreadPool,
+    admission: Arc<Semaphore>,
+}
+
+impl Detector {
+    /// Builds the detector and its decode pool.
+    ///
+    /// # Errors
+    /// When the decode threads cannot be started.
+    pub fn new(parts: DetectorParts) -> std::io::Result<Detector> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(parts.decode_workers.max(1))
+            .thread_name(|i| format!("labeld-decode-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let admission = Arc::new(Semaphore::new(parts.max_in_flight));
+        Ok(Detector {
+            inner: Arc::new(Inner {
+                parts,
+                pool,
+                admission,
+            }),
+        })
+    }
+
+    /// The parts it was built from (model, taxonomy, batching settings).
+    pub fn parts(&self) -> &DetectorParts {
+        &self.inner.parts
+    }
+
+    /// Labels one image.
+    ///
+    /// # Errors
+    /// [`DetectError`]; the caller maps its [`DetectError::code`] to its protocol.
+    pub async fn detect(&self, request: DetectRequest) -> Result<Detection, DetectError> {
+        let received = Instant::now();
+        let parts = &self.inner.parts;
+        if let Some(why) = parts.readiness.refusal() {
+            return Err(DetectError::NotReady(why));
+        }
+        let _admitted = Arc::clone(&self.inner.admission)
+            .try_acquire_owned()
+            .map_err(|_| DetectError::Overloaded(parts.max_in_flight))?;
+        let deadline = request.deadline;
+        let expired = || deadline.is_some_and(|d| d <= Instant::now());
+
+        let inner = Arc::clone(&self.inner);
+        let source = request.source;
+        let input = self
+            .on_pool(move || inner.fetch_and_prepare(source))
+            .await??;
+        let decoded = Instant::now();
+        if expired() {
+            return Err(DetectError::DeadlineExceeded);
+        }
+
+        let inferred = parts
+            .batcher
+            .submit(input, deadline)?
+            .await
+            .map_err(|_| DetectError::Internal("a model worker stopped".into()))??;
+
+        let inner = Arc::clone(&self.inner);
+        let options = request.options;
+        let prediction = inferred.prediction;
+        let labels = self
+            .on_pool(move || {
+                let parts = &inner.parts;
+                labels_for(&parts.taxonomy, &parts.head, &prediction, &options)
+            })
+            .await?;
+        Ok(Detection {
+            labels,
+            request_id: request.request_id,
+            model: parts.model,
+            timings: Timings {
+                decode: decoded.duration_since(received),
+                queue: inferred.queued,
+                inference: inferred.inference,
+                total: received.elapsed(),
+                batch_size: inferred.batch_size,
+            },
+        })
+    }
+
+    /// Runs `work` on the decode pool; a panic there fails only this request.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DetectError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.pool.spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
+        });
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(DetectError::Internal("a decode worker panicked".into())),
+            Err(_) => Err(DetectError::Internal("a decode worker stopped".into())),
+        }
+    }
+}
+
+impl Inner {
+    fn fetch_and_prepare(&self, source: ImageSource) -> Result<ModelInput, DetectError> {
+        let parts = &self.parts;
+        let bytes = match source {
+            ImageSource::Bytes(bytes) => bytes,
+            ImageSource::Uri(uri) => {
+                let (bucket, key) = Buckets::parse_uri(&uri)?;
+                parts.buckets.read(bucket, key, parts.limits.max_bytes)?
+            }
+        };
+        let rgb = decode_rgb(&bytes, &parts.limits)?;
+        drop(bytes);
+        Ok(prepare(&rgb, parts.model.input_size()))
+    }
+}

@@ -1,0 +1,245 @@
+//! Wiring for `labeld serve`: model workers + batcher + detector + the gRPC server, health and
+//! reflection, and the shutdown sequence. No request logic lives here.
+//!
+//! Start-up: the listener is bound and health answers at once (NOT_SERVING) while each model
+//! worker warms up at the largest batch; then health turns SERVING and requests are admitted.
+//! Shutdown: health NOT_SERVING, no new connections or calls (HTTP/2 GOAWAY), every call in
+//! progress finishes (up to the drain timeout), the batcher answers everything still queued, and
+//! only then does [`Server::wait`] return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic_health::ServingStatus;
+
+use crate::api::grpc::ImageLabelsService;
+use crate::batcher::{BatchConfig, BatchStats, Batcher};
+use crate::detect::{Detector, DetectorParts, Readiness};
+use crate::image::ImageLimits;
+use crate::model::Classifier;
+use crate::pb;
+use crate::pb::image_labels_server::ImageLabelsServer;
+use crate::source::Buckets;
+use crate::taxonomy::Taxonomy;
+
+/// Largest gRPC message accepted: a 20 MiB image plus the rest of the request.
+pub const MAX_MESSAGE_BYTES: usize = 21 * 1024 * 1024;
+
+/// Name of the service in `grpc.health.v1` (the empty name means "the whole server").
+pub const SERVICE_NAME: &str = "labeld.v1.ImageLabels";
+
+/// Everything `serve` needs besides the models, the taxonomy and the listener.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub batch: BatchConfig,
+    pub decode_workers: usize,
+    pub limits: ImageLimits,
+    pub buckets: Buckets,
+    /// Shown by `GetModelInfo` ("cpu", "cuda:0").
+    pub device_name: String,
+    /// Longest wait for calls in progress after shutdown starts; then remaining connections
+    /// (e.g. a health `Watch` that never ends) are closed. Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds`.
+    pub drain_timeout: Duration,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stats: Arc<BatchStats>,
+    readiness: Arc<Readiness>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Starts serving on `listener`. Returns once the listener is serving (not yet warm).
+    ///
+    /// # Errors
+    /// When the decode pool cannot start.
+    pub async fn start(
+        listener: TcpListener,
+        models: Vec<Box<dyn Classifier>>,
+        taxonomy: Taxonomy,
+        settings: ServeSettings,
+    ) -> anyhow::Result<Server> {
+        let addr = listener.local_addr()?;
+        let first = models.first().context("no model to serve")?;
+        let kind = first.kind();
+        let head = Arc::new(first.head().clone());
+        taxonomy.check_class_count(head.classes)?;
+        let workers = models.len();
+        let readiness = Arc::new(Readiness::default());
+        let (warm_tx, warm_rx) = std::sync::mpsc::channel();
+        let (batcher, threads) = Batcher::start(models, settings.batch, warm_tx);
+        let stats = Arc::clone(batcher.stats());
+        let info = pb::ModelInfo {
+            model: kind.name().to_string(),
+            input_size: kind.input_size(),
+            device: settings.device_name.clone(),
+            class_count: taxonomy.class_count() as u32,
+            label_count: taxonomy.labels().len() as u32,
+            category_count: taxonomy.count_at_level(1) as u32,
+            group_count: taxonomy.group_count() as u32,
+            taxonomy_version: taxonomy.version().to_string(),
+            max_batch: settings.batch.max_batch as u32,
+            max_delay_us: settings.batch.max_delay.as_micros() as u64,
+            max_queue: settings.batch.max_queue as u32,
+            model_workers: workers as u32,
+            decode_workers: settings.decode_workers as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let detector = Detector::new(DetectorParts {
+            batcher,
+            taxonomy: Arc::new(taxonomy),
+            head,
+            model: kind,
+            limits: settings.limits,
+            buckets: settings.buckets,
+            decode_workers: settings.decode_workers,
+            max_in_flight: settings.batch.max_queue,
+            readiness: Arc::clone(&readiness),
+        })?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+
+        // Warm-up in the background: health flips to SERVING when every worker is warm.
+        let (stop, mut stop_rx) = watch::channel(false);
+        {
+            let readiness = Arc::clone(&readiness);
+            let health = health.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let warm = tokio::task::spawn_blocking(move || {
+                    (0..workers)
+                        .map(|_| warm_rx.recv().unwrap_or(Err("a model worker died".into())))
+                        .collect::<Result<Vec<()>, String>>()
+                })
+                .await;
+                match warm {
+                    Ok(Ok(_)) if !*stop.borrow() => {
+                        readiness.set_serving();
+                        health.set_service_status("", ServingStatus::Serving).await;
+                        health
+                            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+                            .await;
+                        tracing::info!("model warm; serving");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "warm-up failed; shutting down");
+                        let _ = stop.send(true);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "warm-up task failed; shutting down");
+                        let _ = stop.send(true);
+                    }
+                }
+            });
+        }
+
+        let drain = {
+            let readiness = Arc::clone(&readiness);
+            let health = health.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+                readiness.set_draining();
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+                health
+                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                    .await;
+                tracing::info!("draining: finishing admitted requests");
+            }
+        };
+        let drain_timeout = settings.drain_timeout;
+        let mut deadline_rx = stop.subscribe();
+        let task = tokio::spawn(async move {
+            let serve = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(labels)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+            let overdue = async move {
+                let _ = deadline_rx.wait_for(|stop| *stop).await;
+                tokio::time::sleep(drain_timeout).await;
+            };
+            tokio::select! {
+                served = serve => served.context("gRPC server failed")?,
+                () = overdue => {
+                    // Connection tasks that are still running keep the service (and the batcher)
+                    // alive, so there is nothing left to wait for: give up on them.
+                    tracing::warn!(?drain_timeout, "drain timeout: abandoning calls still open");
+                    return Ok(());
+                }
+            }
+            // Every call has been answered; the service (and its batcher handle) is dropped, so
+            // the batcher answers what is left in its queue and its threads exit.
+            threads.join().await;
+            Ok(())
+        });
+        Ok(Server {
+            addr,
+            stats,
+            readiness,
+            stop,
+            task,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Batcher counters.
+    pub fn stats(&self) -> &Arc<BatchStats> {
+        &self.stats
+    }
+
+    /// True once warm and until shutdown starts.
+    pub fn is_serving(&self) -> bool {
+        self.readiness.is_serving()
+    }
+
+    /// Resolves once shutdown has started, by [`Server::shutdown`] or by a failed warm-up.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Starts the shutdown sequence (idempotent).
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the server has drained and stopped.
+    ///
+    /// # Errors
+    /// When the server failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}

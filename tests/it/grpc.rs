@@ -1,0 +1,432 @@
+//! The gRPC service, in-process on port 0, driven by the generated tonic client.
+//!
+//! The model is real (Lite0). Tests about queueing wrap it in [`Gated`], which holds a forward
+//! pass until the test opens the gate: that makes "the queue is full" and "the deadline passed
+//! while queued" deterministic instead of a race against the machine's speed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use labeld::batcher::BatchConfig;
+use labeld::image::ImageLimits;
+use labeld::labels::LabelOptions;
+use labeld::model::{Classifier, ModelKind};
+use labeld::pb::detect_image_labels_request::Source;
+use labeld::pb::image_labels_client::ImageLabelsClient;
+use labeld::pb::{DetectImageLabelsRequest, GetModelInfoRequest};
+use labeld::server::{ServeSettings, Server, SERVICE_NAME};
+use labeld::source::Buckets;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::support::{fixture, labeler, lite0, read_fixture, taxonomy, Gate, Gated};
+
+fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
+    let bucket = format!("fixtures={}", fixture("").display());
+    ServeSettings {
+        batch: BatchConfig {
+            max_batch,
+            max_delay: Duration::from_millis(2),
+            max_queue,
+        },
+        decode_workers: 2,
+        limits: ImageLimits::default(),
+        buckets: Buckets::from_specs(&[bucket]).unwrap(),
+        device_name: "cpu".into(),
+        drain_timeout: Duration::from_secs(30),
+    }
+}
+
+async fn start(models: Vec<Box<dyn Classifier>>, settings: ServeSettings) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Server::start(listener, models, taxonomy(), settings)
+        .await
+        .unwrap()
+}
+
+async fn channel(server: &Server) -> Channel {
+    Channel::from_shared(format!("http://{}", server.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn client(server: &Server) -> ImageLabelsClient<Channel> {
+    ImageLabelsClient::new(channel(server).await).max_decoding_message_size(64 << 20)
+}
+
+/// Waits (health watch, no sleeping) until the service reports `want`.
+async fn wait_for_health(server: &Server, want: ServingStatus) {
+    let mut health = HealthClient::new(channel(server).await);
+    let mut stream = health
+        .watch(HealthCheckRequest {
+            service: SERVICE_NAME.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(update) = stream.message().await.unwrap() {
+        if update.status == want as i32 {
+            return;
+        }
+    }
+    panic!("health stream ended before {want:?}");
+}
+
+fn image_request(name: &str) -> DetectImageLabelsRequest {
+    DetectImageLabelsRequest {
+        source: Some(Source::Image(read_fixture(name))),
+        ..Default::default()
+    }
+}
+
+/// Polls a counter until it reaches `want` (the server's own progress, not wall time).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_gets_the_same_labels_as_the_cli_and_reflection_info_health_work() {
+    let server = start(vec![lite0()], settings(8, 64)).await;
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut client = client(&server).await;
+    let mut request = image_request("chelsea.png");
+    request.threshold = Some(0.1);
+    request.language = "zh-Hans".into();
+    request.request_id = "my-id-1".into();
+    let response = client.detect_image_labels(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "my-id-1");
+    let response = response.into_inner();
+    assert_eq!(response.request_id, "my-id-1");
+    assert_eq!(response.model, "efficientnet-lite0");
+    let timings = response.timings.unwrap();
+    assert!(timings.total_us >= timings.inference_us && timings.batch_size >= 1);
+
+    // The in-process pipeline (what `labeld label` runs) on the same bytes.
+    let labeler = labeler(ModelKind::EfficientNetLite0);
+    let input = labeler.prepare(&read_fixture("chelsea.png")).unwrap();
+    let options = LabelOptions {
+        threshold: 0.1,
+        language: labeld::taxonomy::Language::ZhHans,
+        max_labels: None,
+    };
+    let expected = labeler.label(&[&input], &options).unwrap().remove(0);
+    assert_eq!(response.labels.len(), expected.len());
+    for (got, want) in response.labels.iter().zip(&expected) {
+        assert_eq!(got.label_name, want.label_name);
+        assert_eq!(i32::from(want.label_level), got.label_level);
+        assert_eq!(got.parent_label_name, want.parent_label_name);
+        assert!((got.label_confidence - want.label_confidence).abs() < 1e-5);
+        assert!((got.centric_score - want.centric_score).abs() < 1e-5);
+        assert_eq!(got.language, "zh-Hans");
+    }
+
+    // The same image by reference to a configured bucket.
+    let by_uri = DetectImageLabelsRequest {
+        source: Some(Source::SourceUri("oss://fixtures/chelsea.png".into())),
+        threshold: Some(0.1),
+        language: "zh-Hans".into(),
+        ..Default::default()
+    };
+    let by_uri = client
+        .detect_image_labels(by_uri)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_uri.labels, response.labels);
+    for (uri, code) in [
+        ("oss://fixtures/none.png", Code::NotFound),
+        ("oss://nobucket/chelsea.png", Code::NotFound),
+        ("oss://fixtures/../Cargo.toml", Code::InvalidArgument),
+        ("http://x/y", Code::InvalidArgument),
+    ] {
+        let request = DetectImageLabelsRequest {
+            source: Some(Source::SourceUri(uri.into())),
+            ..Default::default()
+        };
+        let status = client.detect_image_labels(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{uri}: {status:?}");
+    }
+
+    let info = client
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.model.as_str(), info.input_size, info.class_count),
+        ("efficientnet-lite0", 224, 1000)
+    );
+    assert!(info.category_count >= 30);
+    assert_eq!(info.max_batch, 8);
+
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_invalid_argument_and_the_next_request_still_works() {
+    let server = start(vec![lite0()], settings(4, 16)).await;
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut client = client(&server).await;
+    let mut corrupt = read_fixture("rocket.jpg");
+    corrupt.truncate(corrupt.len() / 2);
+    let cases = [
+        (Some(Source::Image(corrupt)), None, Code::InvalidArgument),
+        (
+            Some(Source::Image(b"GIF89a......".to_vec())),
+            None,
+            Code::InvalidArgument,
+        ),
+        (Some(Source::Image(Vec::new())), None, Code::InvalidArgument),
+        (None, None, Code::InvalidArgument),
+        (
+            Some(Source::Image(read_fixture("coffee.png"))),
+            Some(1.5),
+            Code::InvalidArgument,
+        ),
+    ];
+    for (source, threshold, code) in cases {
+        let request = DetectImageLabelsRequest {
+            source,
+            threshold,
+            ..Default::default()
+        };
+        let status = client.detect_image_labels(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.metadata().get("x-request-id").is_some());
+        let good = client
+            .detect_image_labels(image_request("coffee.png"))
+            .await
+            .unwrap();
+        assert_eq!(good.into_inner().labels[0].label_name, "Drink");
+    }
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_forward_passes() {
+    let gate = Gate::closed();
+    let server = start(vec![Gated::boxed(lite0(), &gate)], settings(8, 64)).await;
+    gate.open();
+    wait_for_health(&server, ServingStatus::Serving).await;
+    gate.close();
+    let stats = Arc::clone(server.stats());
+    let calls_before = stats.model_calls.load(Ordering::SeqCst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let mut client = client(&server).await;
+        tasks.spawn(async move {
+            client
+                .detect_image_labels(image_request("chelsea.png"))
+                .await
+        });
+    }
+    // One request is in the (held) model, the other 63 wait in the queue.
+    until("63 queued", || {
+        stats.queue_depth.load(Ordering::SeqCst) == 63
+    })
+    .await;
+    gate.open();
+    while let Some(result) = tasks.join_next().await {
+        assert!(!result.unwrap().unwrap().into_inner().labels.is_empty());
+    }
+    let calls = stats.model_calls.load(Ordering::SeqCst) - calls_before;
+    assert!(calls < 64, "{calls} forward passes for 64 requests");
+    assert_eq!(calls, 1 + 63usize.div_ceil(8) as u64);
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_resource_exhausted_at_once() {
+    let gate = Gate::closed();
+    let server = start(vec![Gated::boxed(lite0(), &gate)], settings(1, 2)).await;
+    gate.open();
+    wait_for_health(&server, ServingStatus::Serving).await;
+    gate.close();
+    let stats = Arc::clone(server.stats());
+    let entered = gate.entered();
+    let mut first = client(&server).await;
+    let first =
+        tokio::spawn(async move { first.detect_image_labels(image_request("coffee.png")).await });
+    until("the first request in the model", || {
+        gate.entered() == entered + 1
+    })
+    .await;
+    let mut second = client(&server).await;
+    let second = tokio::spawn(async move {
+        second
+            .detect_image_labels(image_request("coffee.png"))
+            .await
+    });
+    until("the second request queued", || {
+        stats.queue_depth.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let mut third = client(&server).await;
+    let status = third
+        .detect_image_labels(image_request("coffee.png"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    gate.open();
+    assert!(first.await.unwrap().is_ok());
+    assert!(second.await.unwrap().is_ok());
+    // Capacity is back.
+    assert!(third
+        .detect_image_labels(image_request("coffee.png"))
+        .await
+        .is_ok());
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_deadline_is_deadline_exceeded_and_never_reaches_the_model() {
+    let gate = Gate::closed();
+    let server = start(vec![Gated::boxed(lite0(), &gate)], settings(1, 8)).await;
+    gate.open();
+    wait_for_health(&server, ServingStatus::Serving).await;
+    gate.close();
+    let stats = Arc::clone(server.stats());
+    let inferred_before = stats.images_inferred.load(Ordering::SeqCst);
+    let entered = gate.entered();
+    let mut blocker = client(&server).await;
+    let blocker = tokio::spawn(async move {
+        blocker
+            .detect_image_labels(image_request("coffee.png"))
+            .await
+    });
+    until("the blocker in the model", || gate.entered() == entered + 1).await;
+
+    let mut impatient = client(&server).await;
+    let mut request = tonic::Request::new(image_request("chelsea.png"));
+    request.set_timeout(Duration::from_millis(300));
+    let status = impatient.detect_image_labels(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    gate.open();
+    assert!(blocker.await.unwrap().is_ok());
+    until("the expired request dropped", || {
+        stats.expired.load(Ordering::SeqCst) + stats.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        stats.images_inferred.load(Ordering::SeqCst) - inferred_before,
+        1
+    );
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_serving_after_warm_up() {
+    let gate = Gate::closed();
+    let server = start(vec![Gated::boxed(lite0(), &gate)], settings(4, 8)).await;
+    let mut health = HealthClient::new(channel(&server).await);
+    for service in ["", SERVICE_NAME] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    // Requests during warm-up are refused as UNAVAILABLE.
+    let status = client(&server)
+        .await
+        .detect_image_labels(image_request("coffee.png"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    gate.open();
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: SERVICE_NAME.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(update) = watch.message().await.unwrap() {
+        seen.push(update.status);
+        if update.status == ServingStatus::Serving as i32 {
+            break;
+        }
+    }
+    assert!(server.is_serving());
+    // Draining: health turns NOT_SERVING on the same watch, before the server stops.
+    server.shutdown();
+    while let Some(update) = watch.message().await.unwrap() {
+        seen.push(update.status);
+        if update.status == ServingStatus::NotServing as i32 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&(ServingStatus::NotServing as i32)),
+        "{seen:?}"
+    );
+    drop(watch);
+    drop(health);
+    server.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_20_images_gets_20_tagged_answers() {
+    let server = start(vec![lite0()], settings(8, 64)).await;
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut client = client(&server).await;
+    let names = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"];
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let mut r = image_request(names[i % names.len()]);
+            r.request_id = format!("img-{i}");
+            if i == 7 {
+                r.source = Some(Source::Image(b"not an image".to_vec()));
+            }
+            r
+        })
+        .collect();
+    let mut answers = client
+        .detect_image_labels_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        seen.insert(answer.request_id.clone(), answer);
+    }
+    assert_eq!(seen.len(), 20);
+    for i in 0..20 {
+        let answer = &seen[&format!("img-{i}")];
+        if i == 7 {
+            let error = answer.error.as_ref().expect("the bad image fails alone");
+            assert_eq!(error.code, Code::InvalidArgument as i32);
+            assert_eq!(error.reason, "InvalidArgument");
+        } else {
+            assert!(answer.error.is_none(), "{i}: {:?}", answer.error);
+            assert_eq!(answer.model, "efficientnet-lite0");
+        }
+    }
+    server.shutdown();
+    server.wait().await.unwrap();
+}
