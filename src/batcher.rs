@@ -11,8 +11,8 @@
 //! pass is blocking and must never run on the async runtime). A batch is only formed when a worker
 //! is free, so while the model is busy requests wait in the queue and the next batch takes all of
 //! them at once: batches grow with load without any waiting at low load beyond `max_delay`.
-//! A panic in a forward pass fails that batch's requests with an internal error; the worker
-//! lives on.
+//! A panic or error in a forward pass is caught; the batch is retried image by image so that only
+//! the image that fails alone gets an internal error, and the worker lives on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -298,16 +298,11 @@ fn worker(
 
 fn run_batch(model: &dyn Classifier, jobs: Vec<Job>, stats: &BatchStats) {
     let started = Instant::now();
-    let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&inputs)));
+    let outcome = forward(model, &jobs, stats);
     let inference = started.elapsed();
-    stats.model_calls.fetch_add(1, Ordering::Relaxed);
-    stats
-        .images_inferred
-        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    let batch_size = jobs.len();
     match outcome {
-        Ok(Ok(predictions)) if predictions.len() == jobs.len() => {
+        Ok(predictions) => {
+            let batch_size = jobs.len();
             for (job, prediction) in jobs.into_iter().zip(predictions) {
                 let _ = job.reply.send(Ok(Inferred {
                     prediction,
@@ -317,15 +312,43 @@ fn run_batch(model: &dyn Classifier, jobs: Vec<Job>, stats: &BatchStats) {
                 }));
             }
         }
-        other => {
-            let reason: Arc<str> = match other {
-                Ok(Ok(_)) => "the model returned the wrong number of predictions".into(),
-                Ok(Err(e)) => e.to_string().into(),
-                Err(_) => "the forward pass panicked".into(),
-            };
+        // One bad image must not fail its batch-mates: retry each alone, so only the image
+        // that fails by itself gets the error.
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                run_batch(model, vec![job], stats);
+            }
+        }
+        Err(reason) => {
             for job in jobs {
                 let _ = job.reply.send(Err(BatchError::Model(Arc::clone(&reason))));
             }
+        }
+    }
+}
+
+/// One forward pass, with panics caught and turned into an error.
+fn forward(
+    model: &dyn Classifier,
+    jobs: &[Job],
+    stats: &BatchStats,
+) -> Result<Vec<Prediction>, Arc<str>> {
+    let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&inputs)));
+    stats.model_calls.fetch_add(1, Ordering::Relaxed);
+    stats
+        .images_inferred
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    match outcome {
+        Ok(Ok(predictions)) if predictions.len() == jobs.len() => Ok(predictions),
+        Ok(Ok(_)) => Err("the model returned the wrong number of predictions".into()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, images = jobs.len(), "forward pass failed");
+            Err(e.to_string().into())
+        }
+        Err(_) => {
+            tracing::error!(images = jobs.len(), "forward pass panicked");
+            Err("the forward pass panicked".into())
         }
     }
 }

@@ -23,7 +23,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::support::{fixture, labeler, lite0, read_fixture, taxonomy, Gate, Gated};
+use crate::support::{
+    fixture, flat_png, labeler, lite0, read_fixture, taxonomy, Gate, Gated, PanicsOnWhite,
+};
 
 fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
     let bucket = format!("fixtures={}", fixture("").display());
@@ -427,6 +429,57 @@ async fn a_stream_of_20_images_gets_20_tagged_answers() {
             assert_eq!(answer.model, "efficientnet-lite0");
         }
     }
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// A panic inside the model fails only the image that causes it, with INTERNAL, even when it
+/// shares a batch; the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_model_fails_only_its_own_request() {
+    let gate = Gate::closed();
+    let model = Gated::boxed(PanicsOnWhite::boxed(lite0()), &gate);
+    let server = start(vec![model], settings(8, 16)).await;
+    gate.open();
+    wait_for_health(&server, ServingStatus::Serving).await;
+    gate.close();
+    let stats = Arc::clone(server.stats());
+    let entered = gate.entered();
+    let mut blocker = client(&server).await;
+    let blocker = tokio::spawn(async move {
+        blocker
+            .detect_image_labels(image_request("coffee.png"))
+            .await
+    });
+    until("the blocker in the model", || gate.entered() == entered + 1).await;
+    // The poison and a good image wait in the queue together, so they share the next batch.
+    let white = DetectImageLabelsRequest {
+        source: Some(Source::Image(flat_png([255, 255, 255]))),
+        ..Default::default()
+    };
+    let mut poison = client(&server).await;
+    let poison = tokio::spawn(async move { poison.detect_image_labels(white).await });
+    let mut good = client(&server).await;
+    let good =
+        tokio::spawn(async move { good.detect_image_labels(image_request("chelsea.png")).await });
+    until("both queued", || {
+        stats.queue_depth.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    gate.open();
+    assert!(blocker.await.unwrap().is_ok());
+    let status = poison.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        !status.message().contains("provoked"),
+        "internal details stay in the log: {status:?}"
+    );
+    assert!(good.await.unwrap().is_ok(), "the batch-mate is served");
+    let mut after = client(&server).await;
+    assert!(after
+        .detect_image_labels(image_request("coffee.png"))
+        .await
+        .is_ok());
     server.shutdown();
     server.wait().await.unwrap();
 }

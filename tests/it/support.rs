@@ -157,3 +157,44 @@ impl Classifier for Gated {
         self.inner.classify(batch)
     }
 }
+
+/// The real model, except that it panics on any batch holding a pure-white image: the way to
+/// provoke a crash inside a forward pass on demand.
+pub struct PanicsOnWhite {
+    inner: Box<dyn Classifier>,
+}
+
+/// `(255 - 127) / 128`: a white pixel after normalisation.
+const WHITE: f32 = 1.0;
+
+impl PanicsOnWhite {
+    pub fn boxed(inner: Box<dyn Classifier>) -> Box<dyn Classifier> {
+        Box::new(PanicsOnWhite { inner })
+    }
+}
+
+impl Classifier for PanicsOnWhite {
+    fn kind(&self) -> ModelKind {
+        self.inner.kind()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn head(&self) -> &ClassifierHead {
+        self.inner.head()
+    }
+    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+        if batch.iter().any(|image| image.iter().all(|&v| v == WHITE)) {
+            panic!("provoked by the test");
+        }
+        self.inner.classify(batch)
+    }
+}
+
+/// A small PNG of one colour.
+pub fn flat_png(rgb: [u8; 3]) -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(32, 32, image::Rgb(rgb));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    bytes.into_inner()
+}
