@@ -114,10 +114,15 @@ impl Server {
         health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both versions: v1, and v1alpha for older tools (grpcio-reflection's
+        // Python client, older grpcurl).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -179,7 +184,8 @@ impl Server {
             let serve = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health_service)
-                .add_service(reflection)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
                 .add_service(labels)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
             let overdue = async move {

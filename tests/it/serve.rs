@@ -47,7 +47,7 @@ fn spawn_server() -> (
     });
     let addr = loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_secs(300))
             .expect("the server logs its address");
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest

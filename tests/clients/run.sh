@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Drives a real `labeld serve` from outside the Rust code base:
+#   1. a Python venv (tests/clients/.venv) with the pinned packages of requirements.txt;
+#   2. Python stubs generated from proto/labeld/v1/labels.proto (tests/clients/.gen, not committed);
+#   3. target/debug/labeld serve --model lite0 on 127.0.0.1:0 (the port is read from its log);
+#   4. grpc_client.py: health, GetModelInfo, DetectImageLabels, errors, the stream (grpcio);
+#   5. the same server through server reflection only, with protodial (no .proto given);
+#   6. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
+# The server is killed on any failure. Exit status: 0 when everything passed.
+#
+# Environment: PYTHON (default python3), LABELD_CLIENTS_BIN (a labeld binary to use instead of
+# building target/debug/labeld), LABELD_CLIENTS_READY_TIMEOUT (seconds, default 60),
+# LABELD_CLIENTS_STOP_TIMEOUT (seconds, default 30).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+HERE=tests/clients
+VENV=$HERE/.venv
+GEN=$HERE/.gen
+PYTHON=${PYTHON:-python3}
+READY_TIMEOUT=${LABELD_CLIENTS_READY_TIMEOUT:-60}
+STOP_TIMEOUT=${LABELD_CLIENTS_STOP_TIMEOUT:-30}
+# Serving settings, given as flags and checked back through GetModelInfo.
+MAX_BATCH=4
+MAX_DELAY_US=5000
+MAX_QUEUE=32
+MODEL_WORKERS=1
+DECODE_WORKERS=2
+
+now() { echo "${EPOCHREALTIME/,/.}"; }   # seconds, with microseconds, whatever the locale
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+T0=$(now)
+step() { echo "-- [$(since "$T0") s] $*"; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/labeld-clients.XXXXXX")
+LOG=$TMP/server.log
+SERVER_PID=
+WATCHDOG_PID=
+ok=0
+
+cleanup() {
+  local rc=$?
+  if [[ -n $WATCHDOG_PID ]]; then kill "$WATCHDOG_PID" 2>/dev/null || true; fi
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "run.sh: killing labeld serve (pid $SERVER_PID)" >&2
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $ok != 1 && -s $LOG ]]; then
+    echo "---- labeld serve log (last 40 lines) ----" >&2
+    tail -n 40 "$LOG" >&2
+    echo "------------------------------------------" >&2
+  fi
+  rm -rf "$TMP"
+  if [[ $ok != 1 ]]; then
+    echo "run.sh: FAILED (exit ${rc})" >&2
+    [[ $rc == 0 ]] && rc=1
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() { echo "run.sh: $*" >&2; exit 1; }
+
+# ---- 1. venv ---------------------------------------------------------------------------------
+step "Python venv $VENV"
+# Rebuilt when requirements.txt or the interpreter changes (the stamp records both).
+want_stamp="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
+if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want_stamp" ]]; then
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV" || fail "cannot create a venv with $PYTHON (on Debian: apt-get install python3-venv)"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --no-input --quiet \
+    --only-binary=:all: -r "$HERE/requirements.txt"
+  echo "$want_stamp" > "$VENV/.stamp"
+fi
+"$VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, google.protobuf as pb; print("   grpcio", grpc.__version__, "protobuf", pb.__version__)'
+PROTODIAL=$VENV/bin/protodial
+export PYTHONUTF8=1              # the checks print and compare Chinese label names, whatever the locale
+export XDG_DATA_HOME=$TMP/xdg   # protodial creates its reusable-proto folder there, not in $HOME
+
+# ---- 2. stubs --------------------------------------------------------------------------------
+step "stubs: grpc_tools.protoc proto/labeld/v1/labels.proto -> $GEN"
+rm -rf "$GEN"
+mkdir -p "$GEN"
+"$VENV/bin/python" -m grpc_tools.protoc -Iproto --python_out="$GEN" --pyi_out="$GEN" \
+  --grpc_python_out="$GEN" proto/labeld/v1/labels.proto
+ls "$GEN/labeld/v1" | sed 's/^/   /'
+
+# ---- 3. server -------------------------------------------------------------------------------
+if [[ -n ${LABELD_CLIENTS_BIN:-} ]]; then
+  BIN=$LABELD_CLIENTS_BIN
+else
+  step "cargo build (debug)"
+  cargo build --quiet
+  BIN=target/debug/labeld
+fi
+[[ -x $BIN ]] || fail "no labeld binary at $BIN"
+
+step "starting $BIN serve --model lite0 --grpc-addr 127.0.0.1:0"
+(
+  # Only the flags below configure it: drop LABELD_* settings from the caller's environment.
+  while read -r var; do unset "$var"; done < <(compgen -e | grep '^LABELD_' || true)
+  exec "$BIN" serve --model lite0 --device cpu --grpc-addr 127.0.0.1:0 \
+    --max-batch "$MAX_BATCH" --max-delay-us "$MAX_DELAY_US" --max-queue "$MAX_QUEUE" \
+    --model-workers "$MODEL_WORKERS" --decode-workers "$DECODE_WORKERS" --drain-timeout-secs 10
+) </dev/null >"$TMP/server.out" 2>"$LOG" &
+SERVER_PID=$!
+
+# The port: the `addr=` field of its "gRPC listening" log line, written once the socket is bound
+# (before the model is warm). Polled a bounded number of times; the process must stay alive.
+ADDR=
+for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+  ADDR=$(grep -m1 -o ' addr=[0-9.]*:[0-9]*' "$LOG" | sed 's/^ addr=//' || true)
+  [[ -n $ADDR ]] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || fail "labeld serve exited before listening"
+  sleep 0.1
+done
+[[ -n $ADDR ]] || fail "labeld serve did not log its address within ${READY_TIMEOUT} s"
+echo "   listening on $ADDR (pid $SERVER_PID)"
+
+# ---- 4. grpcio client ------------------------------------------------------------------------
+# It polls grpc.health.v1 Check until SERVING (bounded: READY_TIMEOUT / 0.2 s tries).
+step "grpc_client.py (grpcio, generated stubs, health checking)"
+"$VENV/bin/python" "$HERE/grpc_client.py" --addr "$ADDR" --gen-dir "$GEN" \
+  --ready-tries $((READY_TIMEOUT * 5)) --ready-interval 0.2 \
+  --expect-model efficientnet-lite0 --expect-device cpu \
+  --expect-max-batch "$MAX_BATCH" --expect-max-delay-us "$MAX_DELAY_US" --expect-max-queue "$MAX_QUEUE" \
+  --expect-model-workers "$MODEL_WORKERS" --expect-decode-workers "$DECODE_WORKERS"
+
+# ---- 5. reflection only ----------------------------------------------------------------------
+step "server reflection with protodial (no .proto given)"
+json_check() { "$VENV/bin/python" -c "import json, sys; d = json.load(sys.stdin); $1"; }
+
+echo "   \$ protodial list grpc://$ADDR"
+services=$("$PROTODIAL" list "grpc://$ADDR")
+echo "$services" | sed 's/^/     /'
+grep -qx 'labeld.v1.ImageLabels' <<<"$services" || fail "reflection does not list labeld.v1.ImageLabels"
+grep -qx 'grpc.health.v1.Health' <<<"$services" || fail "reflection does not list grpc.health.v1.Health"
+
+echo "   \$ protodial list grpc://$ADDR labeld.v1.ImageLabels"
+methods=$("$PROTODIAL" list "grpc://$ADDR" labeld.v1.ImageLabels)
+echo "$methods" | sed 's/^/     /'
+for m in DetectImageLabels DetectImageLabelsStream GetModelInfo; do
+  grep -qx "labeld.v1.ImageLabels/$m" <<<"$methods" || fail "reflection does not list $m"
+done
+
+echo "   \$ protodial grpc://$ADDR/labeld.v1.ImageLabels/GetModelInfo"
+info=$("$PROTODIAL" "grpc://$ADDR/labeld.v1.ImageLabels/GetModelInfo")
+echo "     $info"
+json_check 'assert d["model"] == "efficientnet-lite0" and d["classCount"] == 1000, d' <<<"$info" \
+  || fail "GetModelInfo through reflection: unexpected answer"
+
+echo "   \$ protodial -d @chelsea.json grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabels"
+printf '{"image":"%s","threshold":0.5,"language":"en","requestId":"reflect-chelsea"}' \
+  "$(base64 -w0 tests/fixtures/chelsea.png)" >"$TMP/chelsea.json"
+answer=$("$PROTODIAL" -d @"$TMP/chelsea.json" "grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabels")
+json_check '
+names = [(l["labelName"], l["labelLevel"], l.get("parentLabelName", "")) for l in d["labels"]]
+assert ("Animal", 1, "") in names and ("Cat", 2, "Animal") in names, names
+assert d["requestId"] == "reflect-chelsea", d["requestId"]
+print("    ", " > ".join("%s %.3f" % (l["labelName"], l["labelConfidence"]) for l in d["labels"]), "| requestId", d["requestId"])
+' <<<"$answer" || fail "DetectImageLabels through reflection: unexpected answer: $answer"
+
+echo "   \$ protodial -d '{\"service\":\"labeld.v1.ImageLabels\"}' grpc://$ADDR/grpc.health.v1.Health/Check"
+health=$("$PROTODIAL" -d '{"service":"labeld.v1.ImageLabels"}' "grpc://$ADDR/grpc.health.v1.Health/Check")
+echo "     $health"
+json_check 'assert d["status"] == "SERVING", d' <<<"$health" || fail "health through reflection: $health"
+
+# The raw input format puts a file's bytes in one bytes field: no base64, no JSON.
+echo "   \$ protodial --input-format raw --input-field image --field threshold=0.5 --field language=zh-Hans -d @tests/fixtures/chelsea.png grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabels"
+answer=$("$PROTODIAL" --input-format raw --input-field image --field threshold=0.5 --field language=zh-Hans \
+  -d @tests/fixtures/chelsea.png "grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabels")
+json_check '
+names = [(l["labelName"], l["labelLevel"], l.get("parentLabelName", "")) for l in d["labels"]]
+assert ("动物", 1, "") in names and ("猫", 2, "动物") in names, names
+print("    ", " > ".join("%s %.3f" % (l["labelName"], l["labelConfidence"]) for l in d["labels"]), "| requestId", d["requestId"])
+' <<<"$answer" || fail "DetectImageLabels (raw input) through reflection: unexpected answer: $answer"
+
+# A client stream from NDJSON on stdin; one compact JSON answer per line comes back.
+echo "   \$ (one JSON request per image) | protodial -d @- grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabelsStream"
+answers=$(for f in chelsea.png coffee.png; do
+  printf '{"image":"%s","threshold":0.5,"requestId":"%s"}\n' "$(base64 -w0 "tests/fixtures/$f")" "$f"
+done | "$PROTODIAL" -d @- "grpc://$ADDR/labeld.v1.ImageLabels/DetectImageLabelsStream")
+"$VENV/bin/python" -c '
+import json, sys
+got = {d["requestId"]: d for d in map(json.loads, sys.stdin.read().splitlines())}
+assert sorted(got) == ["chelsea.png", "coffee.png"], sorted(got)
+for rid, d in got.items():
+    print("    ", rid, "->", " > ".join("%s %.3f" % (l["labelName"], l["labelConfidence"]) for l in d["labels"]))
+assert "Cat" in [l["labelName"] for l in got["chelsea.png"]["labels"]]
+assert "Espresso" in [l["labelName"] for l in got["coffee.png"]["labels"]]
+' <<<"$answers" || fail "DetectImageLabelsStream through reflection: unexpected answers: $answers"
+
+# ---- 6. SIGTERM ------------------------------------------------------------------------------
+step "SIGTERM: labeld must drain and exit 0 within ${STOP_TIMEOUT} s"
+# A watchdog SIGKILLs the server if it overstays; `wait` then reports 137, a failure.
+watchdog() {
+  local s
+  trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  sleep "$STOP_TIMEOUT" & s=$!
+  wait "$s"
+  echo "run.sh: labeld serve still running ${STOP_TIMEOUT} s after SIGTERM; killing it" >&2
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+}
+watchdog & WATCHDOG_PID=$!
+stop_start=$(now)
+kill -TERM "$SERVER_PID"
+server_rc=0
+wait "$SERVER_PID" || server_rc=$?
+SERVER_PID=
+kill "$WATCHDOG_PID" 2>/dev/null || true
+wait "$WATCHDOG_PID" 2>/dev/null || true
+WATCHDOG_PID=
+[[ $server_rc == 0 ]] || fail "labeld serve exited with status $server_rc after SIGTERM (wanted 0)"
+grep -q 'stopped' "$LOG" || fail "labeld serve exited 0 but did not log 'stopped'"
+echo "   exited 0 in $(since "$stop_start") s after SIGTERM"
+
+ok=1
+step "gRPC clients: all passed"
