@@ -228,16 +228,23 @@ async fn concurrent_requests_share_forward_passes() {
     gate.close();
     let stats = Arc::clone(server.stats());
     let calls_before = stats.model_calls.load(Ordering::SeqCst);
+    let entered = gate.entered();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..64 {
+    for i in 0..64 {
         let mut client = client(&server).await;
         tasks.spawn(async move {
             client
                 .detect_image_labels(image_request("chelsea.png"))
                 .await
         });
+        if i == 0 {
+            // The first request alone in the (held) model, so that the other 63 all queue.
+            until("the first request in the model", || {
+                gate.entered() == entered + 1
+            })
+            .await;
+        }
     }
-    // One request is in the (held) model, the other 63 wait in the queue.
     until("63 queued", || {
         stats.queue_depth.load(Ordering::SeqCst) == 63
     })
