@@ -92,7 +92,7 @@ struct ServeArgs {
     #[arg(long, env = "LABELD_MAX_BATCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_batch: u16,
     /// Longest a batch waits to fill once the model is free, in microseconds.
-    #[arg(long, env = "LABELD_MAX_DELAY_US", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    #[arg(long, env = "LABELD_MAX_DELAY_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     max_delay_us: u64,
     /// Most requests admitted at once (decoding, queued or in the model); beyond it requests are
     /// refused at once with RESOURCE_EXHAUSTED.
