@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use labeld::api::auth::Credentials;
 use labeld::batcher::BatchConfig;
 use labeld::error::{ErrorBody, ErrorCode};
 use labeld::image::ImageLimits;
@@ -88,6 +89,24 @@ struct ServeArgs {
     /// gRPC listen address (container images and manifests set 0.0.0.0:50051).
     #[arg(long, env = "LABELD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// HTTP listen address: the OSS-compatible door, POST /v1/labels, /health/live, /health/ready.
+    #[arg(long, env = "LABELD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// The region OSS V4 signatures must be scoped to.
+    #[arg(long, env = "LABELD_REGION", default_value = "cn-hangzhou")]
+    region: String,
+    /// A file of OSS access keys, one `ACCESS_KEY_ID:ACCESS_KEY_SECRET` per line.
+    #[arg(long, env = "LABELD_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// An OSS access key id (with LABELD_ACCESS_KEY_SECRET).
+    #[arg(long, env = "LABELD_ACCESS_KEY_ID", hide_env_values = true)]
+    access_key_id: Option<String>,
+    /// The secret of LABELD_ACCESS_KEY_ID (environment only: a flag would show in `ps`).
+    #[arg(skip = std::env::var("LABELD_ACCESS_KEY_SECRET").ok())]
+    access_key_secret: Option<String>,
+    /// Language of label names on the OSS door (it has no language parameter): en or zh-Hans.
+    #[arg(long, env = "LABELD_LANGUAGE", default_value = "en", value_parser = parse_language)]
+    language: Language,
     /// Most images in one forward pass.
     #[arg(long, env = "LABELD_MAX_BATCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_batch: u16,
@@ -356,18 +375,42 @@ fn has_image_extension(path: &Path) -> bool {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if !args.grpc_addr.ip().is_loopback() && !args.allow_anonymous {
-        anyhow::bail!(
-            "refusing to serve without credentials on {} (not a loopback address): \
-             API keys are not supported yet, so pass --allow-anonymous (LABELD_ALLOW_ANONYMOUS=true) \
-             to accept anonymous callers",
-            args.grpc_addr
-        );
+    for addr in [args.grpc_addr, args.http_addr] {
+        if !addr.ip().is_loopback() && !args.allow_anonymous {
+            anyhow::bail!(
+                "refusing to serve without credentials on {addr} (not a loopback address): \
+                 API keys for gRPC and POST /v1/labels are not supported yet, so pass \
+                 --allow-anonymous (LABELD_ALLOW_ANONYMOUS=true) to accept anonymous callers there"
+            );
+        }
     }
     tracing::warn!(
-        "no credentials configured: the gRPC API is open to every caller that can reach {}",
-        args.grpc_addr
+        grpc = %args.grpc_addr,
+        http = %args.http_addr,
+        "no API keys: gRPC and POST /v1/labels are open to every caller that can reach them"
     );
+    let mut credentials = match &args.credentials {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading credentials {}", path.display()))?;
+            Credentials::parse_file_contents(&text)
+                .map_err(|e| anyhow::anyhow!("credentials {}: {e}", path.display()))?
+        }
+        None => Credentials::new(),
+    };
+    match (&args.access_key_id, &args.access_key_secret) {
+        (Some(id), Some(secret)) => credentials.insert(id.clone(), secret.clone()),
+        (None, None) => {}
+        _ => {
+            anyhow::bail!("set both LABELD_ACCESS_KEY_ID and LABELD_ACCESS_KEY_SECRET, or neither")
+        }
+    }
+    if credentials.is_empty() {
+        tracing::warn!(
+            "no OSS access keys: the OSS door refuses every request (AccessDenied), \
+             as OSS does for anonymous image/labels"
+        );
+    }
     let device = parse_device(&args.model.device)?;
     let weights_dir = args.model.weights_dir();
     let models = (0..args.model_workers)
@@ -397,6 +440,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         buckets,
         device_name: args.model.device.clone(),
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        credentials,
+        region: args.region.clone(),
+        language: args.language,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -406,8 +452,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.grpc_addr)
             .await
             .with_context(|| format!("binding {}", args.grpc_addr))?;
-        let server = Server::start(listener, models, taxonomy, settings).await?;
-        tracing::info!(addr = %server.local_addr(), model = %args.model.model, "gRPC listening; warming up");
+        let http = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        let server = Server::start(listener, Some(http), models, taxonomy, settings).await?;
+        let http_addr = server.http_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %server.local_addr(), http_addr, model = %args.model.model, "gRPC and HTTP listening; warming up");
         tokio::select! {
             () = labeld::shutdown::signal() => server.shutdown(),
             // The server stops by itself only when it fails (e.g. warm-up failed).

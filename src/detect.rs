@@ -30,6 +30,8 @@ pub enum ImageSource {
     Bytes(Vec<u8>),
     /// `oss://bucket/key` in a configured bucket.
     Uri(String),
+    /// An object named by bucket and (decoded) key, as the OSS door receives it.
+    Object { bucket: String, key: String },
 }
 
 /// One labelling request, already parsed and validated by its front door.
@@ -280,6 +282,9 @@ impl Inner {
             ImageSource::Uri(uri) => {
                 let (bucket, key) = Buckets::parse_uri(&uri)?;
                 parts.buckets.read(bucket, key, parts.limits.max_bytes)?
+            }
+            ImageSource::Object { bucket, key } => {
+                parts.buckets.read(&bucket, &key, parts.limits.max_bytes)?
             }
         };
         let rgb = decode_rgb(&bytes, &parts.limits)?;

@@ -25,15 +25,23 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// Warming up or draining.
     NotReady,
-    /// Missing or unknown credentials.
+    /// Missing credentials, or a presigned URL past its expiry.
     AccessDenied,
+    /// The access key id is not known.
+    InvalidAccessKeyId,
+    /// The signature does not match.
+    SignatureDoesNotMatch,
+    /// The request's clock is more than 15 minutes off.
+    RequestTimeTooSkewed,
+    /// A valid request for something labeld does not do (another image action).
+    NotImplemented,
     /// A bug or a model failure.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tests that check each one is mapped.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidArgument,
         ErrorCode::ImageTooLarge,
         ErrorCode::NoSuchKey,
@@ -42,6 +50,10 @@ impl ErrorCode {
         ErrorCode::DeadlineExceeded,
         ErrorCode::NotReady,
         ErrorCode::AccessDenied,
+        ErrorCode::InvalidAccessKeyId,
+        ErrorCode::SignatureDoesNotMatch,
+        ErrorCode::RequestTimeTooSkewed,
+        ErrorCode::NotImplemented,
         ErrorCode::Internal,
     ];
 
@@ -56,7 +68,27 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "RequestTimeout",
             ErrorCode::NotReady => "ServiceUnavailable",
             ErrorCode::AccessDenied => "AccessDenied",
+            ErrorCode::InvalidAccessKeyId => "InvalidAccessKeyId",
+            ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            ErrorCode::RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            ErrorCode::NotImplemented => "NotImplemented",
             ErrorCode::Internal => "InternalError",
+        }
+    }
+
+    /// The HTTP status of each code: the single HTTP mapping table (both HTTP doors).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidArgument | ErrorCode::ImageTooLarge => 400,
+            ErrorCode::AccessDenied
+            | ErrorCode::InvalidAccessKeyId
+            | ErrorCode::SignatureDoesNotMatch
+            | ErrorCode::RequestTimeTooSkewed => 403,
+            ErrorCode::NoSuchKey | ErrorCode::NoSuchBucket => 404,
+            ErrorCode::Internal => 500,
+            ErrorCode::NotImplemented => 501,
+            ErrorCode::Overloaded | ErrorCode::NotReady => 503,
+            ErrorCode::DeadlineExceeded => 504,
         }
     }
 }

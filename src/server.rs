@@ -1,5 +1,6 @@
-//! Wiring for `labeld serve`: model workers + batcher + detector + the gRPC server, health and
-//! reflection, and the shutdown sequence. No request logic lives here.
+//! Wiring for `labeld serve`: model workers + batcher + detector, the gRPC server (with health
+//! and reflection) and the HTTP doors on one shared detector, and the shutdown sequence. No
+//! request logic lives here.
 //!
 //! Start-up: the listener is bound and health answers at once (NOT_SERVING) while each model
 //! worker warms up at the largest batch; then health turns SERVING and requests are admitted.
@@ -18,7 +19,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 
+use crate::api::auth::Credentials;
 use crate::api::grpc::ImageLabelsService;
+use crate::api::http::{router, HttpState};
 use crate::batcher::{BatchConfig, BatchStats, Batcher};
 use crate::detect::{Detector, DetectorParts, Readiness};
 use crate::image::ImageLimits;
@@ -26,7 +29,7 @@ use crate::model::Classifier;
 use crate::pb;
 use crate::pb::image_labels_server::ImageLabelsServer;
 use crate::source::Buckets;
-use crate::taxonomy::Taxonomy;
+use crate::taxonomy::{Language, Taxonomy};
 
 /// Largest gRPC message accepted: a 20 MiB image plus the rest of the request.
 pub const MAX_MESSAGE_BYTES: usize = 21 * 1024 * 1024;
@@ -43,6 +46,13 @@ pub struct ServeSettings {
     pub buckets: Buckets,
     /// Shown by `GetModelInfo` ("cpu", "cuda:0").
     pub device_name: String,
+    /// Access keys of the OSS door (empty: every OSS request is refused, as OSS refuses anonymous
+    /// access to `image/labels`).
+    pub credentials: Credentials,
+    /// The region V4 signatures are scoped to.
+    pub region: String,
+    /// Language of label names on the OSS door.
+    pub language: Language,
     /// Longest wait for calls in progress after shutdown starts; then remaining connections
     /// (e.g. a health `Watch` that never ends) are closed. Keep it below Kubernetes'
     /// `terminationGracePeriodSeconds`.
@@ -52,6 +62,7 @@ pub struct ServeSettings {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stats: Arc<BatchStats>,
     readiness: Arc<Readiness>,
     stop: watch::Sender<bool>,
@@ -65,11 +76,13 @@ impl Server {
     /// When the decode pool cannot start.
     pub async fn start(
         listener: TcpListener,
+        http_listener: Option<TcpListener>,
         models: Vec<Box<dyn Classifier>>,
         taxonomy: Taxonomy,
         settings: ServeSettings,
     ) -> anyhow::Result<Server> {
         let addr = listener.local_addr()?;
+        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let first = models.first().context("no model to serve")?;
         let kind = first.kind();
         let head = Arc::new(first.head().clone());
@@ -101,7 +114,7 @@ impl Server {
             head,
             model: kind,
             limits: settings.limits,
-            buckets: settings.buckets,
+            buckets: settings.buckets.clone(),
             decode_workers: settings.decode_workers,
             max_in_flight: settings.batch.max_queue,
             readiness: Arc::clone(&readiness),
@@ -123,6 +136,15 @@ impl Server {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        let http_state = HttpState {
+            detector: detector.clone(),
+            buckets: settings.buckets.clone(),
+            credentials: Arc::new(settings.credentials.clone()),
+            region: settings.region.clone(),
+            language: settings.language,
+            readiness: Arc::clone(&readiness),
+            max_body_bytes: settings.limits.max_bytes as usize,
+        };
         let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -180,20 +202,40 @@ impl Server {
         };
         let drain_timeout = settings.drain_timeout;
         let mut deadline_rx = stop.subscribe();
+        let mut http_stop = stop.subscribe();
         let task = tokio::spawn(async move {
-            let serve = tonic::transport::Server::builder()
+            let http = async move {
+                match http_listener {
+                    Some(listener) => axum::serve(listener, router(http_state))
+                        .with_graceful_shutdown(async move {
+                            let _ = http_stop.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                        .context("HTTP server failed"),
+                    None => {
+                        drop(http_state);
+                        Ok(())
+                    }
+                }
+            };
+            let grpc = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(labels)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+            let serve = async move {
+                let (grpc, http) = tokio::join!(grpc, http);
+                grpc.context("gRPC server failed")?;
+                http
+            };
             let overdue = async move {
                 let _ = deadline_rx.wait_for(|stop| *stop).await;
                 tokio::time::sleep(drain_timeout).await;
             };
             tokio::select! {
-                served = serve => served.context("gRPC server failed")?,
+                served = serve => served?,
                 () = overdue => {
                     // Connection tasks that are still running keep the service (and the batcher)
                     // alive, so there is nothing left to wait for: give up on them.
@@ -208,6 +250,7 @@ impl Server {
         });
         Ok(Server {
             addr,
+            http_addr,
             stats,
             readiness,
             stop,
@@ -218,6 +261,11 @@ impl Server {
     /// The address the gRPC server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the HTTP doors listen on, when they do.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Batcher counters.

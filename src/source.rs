@@ -109,11 +109,11 @@ impl Buckets {
         }
     }
 
-    /// Reads an object, refusing more than `max_bytes`. Blocking.
+    /// Opens an object: the file and its length. Blocking.
     ///
     /// # Errors
-    /// [`SourceError`] for an unknown bucket, a bad or missing key, or an object over the limit.
-    pub fn read(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+    /// [`SourceError`] for an unknown bucket or a bad or missing key.
+    pub fn open(&self, bucket: &str, key: &str) -> Result<(std::fs::File, u64), SourceError> {
         let local = self
             .buckets
             .get(bucket)
@@ -132,13 +132,22 @@ impl Buckets {
         if !meta.is_file() {
             return Err(missing());
         }
-        if meta.len() > max_bytes {
+        Ok((file, meta.len()))
+    }
+
+    /// Reads an object, refusing more than `max_bytes`. Blocking.
+    ///
+    /// # Errors
+    /// [`SourceError`] for an unknown bucket, a bad or missing key, or an object over the limit.
+    pub fn read(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+        let (file, len) = self.open(bucket, key)?;
+        if len > max_bytes {
             return Err(SourceError::TooLarge {
-                bytes: meta.len(),
+                bytes: len,
                 limit: max_bytes,
             });
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let mut bytes = Vec::with_capacity(len as usize);
         // `take` guards against a file that grows while it is read.
         file.take(max_bytes + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > max_bytes {
@@ -148,6 +157,11 @@ impl Buckets {
             });
         }
         Ok(bytes)
+    }
+
+    /// True when `name` is a configured bucket.
+    pub fn contains(&self, name: &str) -> bool {
+        self.buckets.contains_key(name)
     }
 }
 

@@ -38,7 +38,11 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::Overloaded => Code::ResourceExhausted,
         ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorCode::NotReady => Code::Unavailable,
-        ErrorCode::AccessDenied => Code::Unauthenticated,
+        ErrorCode::AccessDenied | ErrorCode::InvalidAccessKeyId => Code::Unauthenticated,
+        ErrorCode::SignatureDoesNotMatch | ErrorCode::RequestTimeTooSkewed => {
+            Code::PermissionDenied
+        }
+        ErrorCode::NotImplemented => Code::Unimplemented,
         ErrorCode::Internal => Code::Internal,
     }
 }

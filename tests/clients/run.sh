@@ -2,10 +2,13 @@
 # Drives a real `labeld serve` from outside the Rust code base:
 #   1. a Python venv (tests/clients/.venv) with the pinned packages of requirements.txt;
 #   2. Python stubs generated from proto/labeld/v1/labels.proto (tests/clients/.gen, not committed);
-#   3. target/debug/labeld serve --model lite0 on 127.0.0.1:0 (the port is read from its log);
+#   3. target/debug/labeld serve --model lite0, gRPC and HTTP on 127.0.0.1:0 (the ports are read
+#      from its log), with two OSS buckets (fixtures=tests/fixtures, scratch=a temp folder) and a
+#      random OSS access key;
 #   4. grpc_client.py: health, GetModelInfo, DetectImageLabels, errors, the stream (grpcio);
 #   5. the same server through server reflection only, with protodial (no .proto given);
-#   6. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
+#   6. oss_client.py: the OSS door with Alibaba's own SDKs, oss2 and alibabacloud-oss-v2;
+#   7. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
 # The server is killed on any failure. Exit status: 0 when everything passed.
 #
 # Environment: PYTHON (default python3), LABELD_CLIENTS_BIN (a labeld binary to use instead of
@@ -71,11 +74,13 @@ want_stamp="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1) $("$PYTHON" -c
 if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want_stamp" ]]; then
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV" || fail "cannot create a venv with $PYTHON (on Debian: apt-get install python3-venv)"
+  # oss2 and crcmod exist on PyPI only as source distributions: pip builds those two.
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --no-input --quiet \
-    --only-binary=:all: -r "$HERE/requirements.txt"
+    --only-binary=:all: --no-binary=oss2,crcmod -r "$HERE/requirements.txt"
   echo "$want_stamp" > "$VENV/.stamp"
 fi
 "$VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, google.protobuf as pb; print("   grpcio", grpc.__version__, "protobuf", pb.__version__)'
+"$VENV/bin/python" -c 'import oss2, alibabacloud_oss_v2 as v2; print("   oss2", oss2.__version__, "alibabacloud-oss-v2", v2.__version__)'
 PROTODIAL=$VENV/bin/protodial
 export PYTHONUTF8=1              # the checks print and compare Chinese label names, whatever the locale
 export XDG_DATA_HOME=$TMP/xdg   # protodial creates its reusable-proto folder there, not in $HOME
@@ -98,27 +103,44 @@ else
 fi
 [[ -x $BIN ]] || fail "no labeld binary at $BIN"
 
-step "starting $BIN serve --model lite0 --grpc-addr 127.0.0.1:0"
+# The OSS door: a random access key for this run (the server reads it from LABELD_ACCESS_KEY_*,
+# the SDKs from OSS_ACCESS_KEY_*), and a second bucket whose folder the OSS checks write into.
+OSS_AK=LTAI$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+OSS_SK=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+OSS_REGION=cn-hangzhou
+mkdir -p "$TMP/scratch"
+
+step "starting $BIN serve --model lite0 --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
 (
-  # Only the flags below configure it: drop LABELD_* settings from the caller's environment.
+  # Only the flags below configure it: drop LABELD_* settings from the caller's environment,
+  # then give it this run's access key (environment only: a flag would show in `ps`).
   while read -r var; do unset "$var"; done < <(compgen -e | grep '^LABELD_' || true)
-  exec "$BIN" serve --model lite0 --device cpu --grpc-addr 127.0.0.1:0 \
+  export LABELD_ACCESS_KEY_ID=$OSS_AK LABELD_ACCESS_KEY_SECRET=$OSS_SK
+  exec "$BIN" serve --model lite0 --device cpu --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+    --region "$OSS_REGION" --bucket fixtures=tests/fixtures --bucket "scratch=$TMP/scratch" \
     --max-batch "$MAX_BATCH" --max-delay-us "$MAX_DELAY_US" --max-queue "$MAX_QUEUE" \
     --model-workers "$MODEL_WORKERS" --decode-workers "$DECODE_WORKERS" --drain-timeout-secs 10
 ) </dev/null >"$TMP/server.out" 2>"$LOG" &
 SERVER_PID=$!
 
-# The port: the `addr=` field of its "gRPC listening" log line, written once the socket is bound
-# (before the model is warm). Polled a bounded number of times; the process must stay alive.
+# The ports: the `addr=` (gRPC) and `http_addr=` (HTTP) fields of its "listening" log line, written
+# once the sockets are bound (before the model is warm). Polled a bounded number of times; the
+# process must stay alive. (tracing may quote the string field: http_addr="127.0.0.1:PORT".)
 ADDR=
+HTTP_ADDR=
 for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-  ADDR=$(grep -m1 -o ' addr=[0-9.]*:[0-9]*' "$LOG" | sed 's/^ addr=//' || true)
-  [[ -n $ADDR ]] && break
+  line=$(grep -m1 ' addr=[0-9.]*:[0-9]' "$LOG" || true)
+  if [[ -n $line ]]; then
+    ADDR=$(grep -o ' addr=[0-9.]*:[0-9]*' <<<"$line" | head -n1 | sed 's/^ addr=//')
+    HTTP_ADDR=$(grep -o 'http_addr="\{0,1\}[0-9.]*:[0-9]*' <<<"$line" | head -n1 | sed 's/^http_addr="\{0,1\}//')
+    break
+  fi
   kill -0 "$SERVER_PID" 2>/dev/null || fail "labeld serve exited before listening"
   sleep 0.1
 done
 [[ -n $ADDR ]] || fail "labeld serve did not log its address within ${READY_TIMEOUT} s"
-echo "   listening on $ADDR (pid $SERVER_PID)"
+[[ -n $HTTP_ADDR ]] || fail "labeld serve logged no http_addr= next to addr=: $line"
+echo "   listening on $ADDR (gRPC) and $HTTP_ADDR (HTTP) (pid $SERVER_PID)"
 
 # ---- 4. grpcio client ------------------------------------------------------------------------
 # It polls grpc.health.v1 Check until SERVING (bounded: READY_TIMEOUT / 0.2 s tries).
@@ -193,7 +215,16 @@ assert "Cat" in [l["labelName"] for l in got["chelsea.png"]["labels"]]
 assert "Espresso" in [l["labelName"] for l in got["coffee.png"]["labels"]]
 ' <<<"$answers" || fail "DetectImageLabelsStream through reflection: unexpected answers: $answers"
 
-# ---- 6. SIGTERM ------------------------------------------------------------------------------
+# ---- 6. OSS SDK clients ----------------------------------------------------------------------
+# The SDKs read the key from OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET (EnvironmentVariableCredentialsProvider).
+step "oss_client.py (oss2 ${OSS_REGION} V4 + V1, alibabacloud-oss-v2, presigned URLs) on http://$HTTP_ADDR"
+OSS_ACCESS_KEY_ID=$OSS_AK OSS_ACCESS_KEY_SECRET=$OSS_SK "$VENV/bin/python" "$HERE/oss_client.py" \
+  --endpoint "http://$HTTP_ADDR" --bucket fixtures --fixtures-dir tests/fixtures --region "$OSS_REGION" \
+  --scratch-bucket scratch --scratch-dir "$TMP/scratch" \
+  --ready-tries $((READY_TIMEOUT * 5)) --ready-interval 0.2 \
+  || fail "oss_client.py failed"
+
+# ---- 7. SIGTERM ------------------------------------------------------------------------------
 step "SIGTERM: labeld must drain and exit 0 within ${STOP_TIMEOUT} s"
 # A watchdog SIGKILLs the server if it overstays; `wait` then reports 137, a failure.
 watchdog() {
@@ -218,4 +249,4 @@ grep -q 'stopped' "$LOG" || fail "labeld serve exited 0 but did not log 'stopped
 echo "   exited 0 in $(since "$stop_start") s after SIGTERM"
 
 ok=1
-step "gRPC clients: all passed"
+step "gRPC and OSS clients: all passed"

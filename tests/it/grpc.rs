@@ -40,12 +40,15 @@ fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
         buckets: Buckets::from_specs(&[bucket]).unwrap(),
         device_name: "cpu".into(),
         drain_timeout: Duration::from_secs(30),
+        credentials: labeld::api::auth::Credentials::new(),
+        region: "cn-hangzhou".into(),
+        language: labeld::taxonomy::Language::En,
     }
 }
 
 async fn start(models: Vec<Box<dyn Classifier>>, settings: ServeSettings) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(listener, models, taxonomy(), settings)
+    Server::start(listener, None, models, taxonomy(), settings)
         .await
         .unwrap()
 }

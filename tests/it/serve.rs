@@ -29,6 +29,8 @@ fn spawn_server() -> (
             "lite0",
             "--grpc-addr",
             "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
             "--max-queue",
             "256",
         ])

@@ -1,0 +1,219 @@
+//! The HTTP doors over a real socket, with a minimal HTTP/1.1 client (no client library needed
+//! to check status lines, headers and bodies byte for byte).
+
+use std::time::Duration;
+
+use labeld::batcher::BatchConfig;
+use labeld::image::ImageLimits;
+use labeld::server::{ServeSettings, Server};
+use labeld::source::Buckets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{fixture, lite0, read_fixture, taxonomy};
+
+/// A parsed HTTP response.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 4 + size..];
+    }
+}
+
+async fn start() -> Server {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut credentials = labeld::api::auth::Credentials::new();
+    credentials.insert("test-ak", "test-secret");
+    let settings = ServeSettings {
+        batch: BatchConfig {
+            max_batch: 4,
+            max_delay: Duration::ZERO,
+            max_queue: 16,
+        },
+        decode_workers: 2,
+        limits: ImageLimits::default(),
+        buckets: Buckets::from_specs(&[format!("fixtures={}", fixture("").display())]).unwrap(),
+        device_name: "cpu".into(),
+        drain_timeout: Duration::from_secs(30),
+        credentials,
+        region: "cn-hangzhou".into(),
+        language: labeld::taxonomy::Language::En,
+    };
+    let server = Server::start(grpc, Some(web), vec![lite0()], taxonomy(), settings)
+        .await
+        .unwrap();
+    let addr = server.http_addr().unwrap();
+    // Readiness is what the HTTP door reports; poll it (the server's own signal, not a sleep).
+    for _ in 0..24_000 {
+        if http(addr, "GET", "/health/ready", &[], b"").await.status == 200 {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_json_door_and_anonymous_oss_requests() {
+    let server = start().await;
+    let addr = server.http_addr().unwrap();
+    let live = http(addr, "GET", "/health/live", &[], b"").await;
+    assert_eq!(live.status, 200);
+
+    // The JSON door: labels as IMM's body.
+    let reply = http(
+        addr,
+        "POST",
+        "/v1/labels?threshold=0.5&language=zh-Hans",
+        &[("Content-Type", "image/png")],
+        &read_fixture("chelsea.png"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/json;charset=utf-8")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["Labels", "RequestId"]);
+    assert_eq!(reply.header("x-oss-request-id"), body["RequestId"].as_str());
+    assert_eq!(body["Labels"][0]["LabelName"], "动物");
+    assert!(reply.header("x-oss-hash-crc64ecma").is_none());
+
+    // JSON door errors: the same codes, as JSON.
+    for (target, payload, status, code) in [
+        (
+            "/v1/labels?threshold=2",
+            read_fixture("coffee.png"),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            "/v1/labels?language=fr",
+            read_fixture("coffee.png"),
+            400,
+            "InvalidArgument",
+        ),
+        (
+            "/v1/labels?colour=red",
+            read_fixture("coffee.png"),
+            400,
+            "InvalidArgument",
+        ),
+        ("/v1/labels", b"GIF89a....".to_vec(), 400, "InvalidArgument"),
+        (
+            "/v1/labels",
+            vec![0u8; 21 * 1024 * 1024],
+            400,
+            "ImageTooLarge",
+        ),
+    ] {
+        let reply = http(addr, "POST", target, &[], &payload).await;
+        assert_eq!(reply.status, status, "{target}: {}", reply.text());
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["Code"], code, "{target}");
+        assert!(reply.header("x-oss-request-id").is_some());
+    }
+
+    // The OSS door refuses anonymous requests, as OSS does for image/labels.
+    let reply = http(
+        addr,
+        "GET",
+        "/fixtures/chelsea.png?x-oss-process=image%2Flabels",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/xml"));
+    let text = reply.text();
+    assert!(text.contains("<Code>AccessDenied</Code>"), "{text}");
+    let id = reply.header("x-oss-request-id").unwrap();
+    assert!(
+        text.contains(&format!("<RequestId>{id}</RequestId>")),
+        "{text}"
+    );
+    assert!(text.contains("<EC>"), "{text}");
+
+    server.shutdown();
+    server.wait().await.unwrap();
+}
