@@ -1125,12 +1125,13 @@ mod tests {
         }
     }
 
-    // Vectors below were produced by /tmp/ossgen/gen.py: the real oss2 2.19.1 package (pip,
-    // Python 3.11) with time.time() patched to 1718006400 (2024-06-10T08:00:00Z) and
-    // oss2.auth.datetime.utcnow() patched to the same instant, signing for ak/sk against
-    // http://127.0.0.1:8080 (path-style), region cn-hangzhou for V4. Header-signed requests were
-    // captured at requests.Session.send, i.e. exactly as they would go on the wire; URLs are the
-    // return value of Bucket.sign_url. Query values below are the door's percent-decoding of them.
+    // Vectors below were produced with the real oss2 2.19.1 package (`pip install oss2==2.19.1`,
+    // Python 3.11), not by this code: `unittest.mock.patch('time.time', return_value=1718006400.0)`
+    // (2024-06-10T08:00:00Z) plus `oss2.auth.datetime` replaced by a subclass whose utcnow()
+    // returns the same instant, signing for ak/sk against http://127.0.0.1:8080 (path-style),
+    // region cn-hangzhou for V4. Header-signed requests were captured by patching
+    // requests.Session.send, i.e. exactly as they would go on the wire; URLs are the return value
+    // of Bucket.sign_url. Query values below are the door's percent-decoding of them.
 
     /// `oss2.Bucket(oss2.Auth('ak','sk'), ...).get_object('photos/cat.jpg', process='image/labels,thr_60')`.
     fn v1_oss2_header() -> Case {

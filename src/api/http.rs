@@ -199,9 +199,14 @@ fn json_labels_response(labels: LabelsResponse) -> Response {
     }
 }
 
-/// Decoded query pairs in wire order (`+` is kept: OSS clients encode spaces as `%20`).
+/// Decoded query pairs in wire order. `+` means a space, as in HTML forms: oss2 sends its query
+/// through `requests`, which encodes a space as `+`, and both SDKs send a real `+` as `%2B`.
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     raw.unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
@@ -500,7 +505,7 @@ mod tests {
                     "image/labels,thr_60".to_string()
                 ),
                 ("acl".to_string(), String::new()),
-                ("a".to_string(), "b+c+d".to_string()),
+                ("a".to_string(), "b+c d".to_string()),
             ]
         );
     }
