@@ -13,7 +13,8 @@
 //! - [`source`]: `oss://bucket/key` → bytes, from local-folder buckets.
 //! - [`batcher`]: the bounded queue and the model worker threads (dynamic batching).
 //! - [`detect`]: the transport-neutral use case every door calls.
-//! - [`api`]: the front doors (gRPC); the only code that knows protocols.
+//! - [`api`]: the front doors (gRPC; OSS-compatible and JSON HTTP with OSS signatures); the only
+//!   code that knows protocols.
 //! - [`server`]: wiring for `labeld serve`; [`shutdown`]: the stop signal; [`pb`]: generated types.
 //! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -375,11 +375,9 @@ struct JsonParams {
 async fn json_labels(
     State(state): State<HttpState>,
     params: Result<Query<JsonParams>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let request_id = new_request_id();
-    let _ = headers;
     match json_inner(&state, params, body, &request_id).await {
         Ok(response) => response,
         Err(error) => {
