@@ -123,7 +123,8 @@ struct ServeArgs {
     /// Threads that decode and preprocess images [default: the number of CPUs].
     #[arg(long, env = "LABELD_DECODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     decode_workers: Option<u16>,
-    /// A bucket for `source_uri = "oss://NAME/key"`: NAME=DIR (repeatable; the env var is comma-separated).
+    /// A bucket for the OSS door and `source_uri = "oss://NAME/key"`: NAME=DIR (repeatable; the env
+    /// var is comma-separated) [default: fixtures=tests/fixtures when run from a checkout].
     #[arg(long = "bucket", env = "LABELD_BUCKETS", value_delimiter = ',')]
     buckets: Vec<String>,
     /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
@@ -427,7 +428,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let taxonomy = Taxonomy::load(&weights_dir.join(TAXONOMY_FILE))?;
-    let buckets = Buckets::from_specs(&args.buckets).map_err(anyhow::Error::msg)?;
+    let specs = if args.buckets.is_empty() {
+        default_bucket()
+    } else {
+        args.buckets.clone()
+    };
+    let buckets = Buckets::from_specs(&specs).map_err(anyhow::Error::msg)?;
+    for name in buckets.names() {
+        tracing::info!(bucket = name, "serving bucket");
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = ServeSettings {
         batch: BatchConfig {
@@ -467,6 +476,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The bucket served when none is configured: `fixtures`, the checkout's `tests/fixtures` photos,
+/// so that the quick start works from a clone; none outside a checkout.
+fn default_bucket() -> Vec<String> {
+    let folder = Path::new("tests/fixtures");
+    if folder.join("chelsea.png").is_file() {
+        vec![format!("fixtures={}", folder.display())]
+    } else {
+        tracing::info!("no --bucket given and no tests/fixtures here: no buckets are served");
+        Vec::new()
+    }
 }
 
 /// Resolves if the server shuts itself down (a failed warm-up).
