@@ -123,8 +123,10 @@ struct ServeArgs {
     /// Threads that decode and preprocess images [default: the number of CPUs].
     #[arg(long, env = "LABELD_DECODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     decode_workers: Option<u16>,
-    /// A bucket for the OSS door and `source_uri = "oss://NAME/key"`: NAME=DIR (repeatable; the env
-    /// var is comma-separated) [default: fixtures=tests/fixtures when run from a checkout].
+    /// A bucket for the OSS door and `source_uri = "oss://NAME/key"`: NAME=DIR, or
+    /// NAME=s3://BUCKET[/prefix] for an S3-compatible store configured by the AWS_* variables
+    /// (repeatable; the env var is comma-separated) [default: fixtures=tests/fixtures when run
+    /// from a checkout].
     #[arg(long = "bucket", env = "LABELD_BUCKETS", value_delimiter = ',')]
     buckets: Vec<String>,
     /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
@@ -433,7 +435,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.buckets.clone()
     };
-    let buckets = Buckets::from_specs(&specs).map_err(anyhow::Error::msg)?;
+    // S3 buckets connect with the standard AWS_* settings (AWS_ENDPOINT, AWS_REGION, keys...).
+    let s3 = object_store::aws::AmazonS3Builder::from_env();
+    let buckets = Buckets::with_s3(&specs, &s3).map_err(anyhow::Error::msg)?;
     for name in buckets.names() {
         tracing::info!(bucket = name, "serving bucket");
     }

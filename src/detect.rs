@@ -1,7 +1,7 @@
 //! The use case every door calls: label one image, whichever protocol asked.
 //!
 //! ```text
-//! detect(): ready? → admit (bounded) → fetch bytes + decode + preprocess [decode pool]
+//! detect(): ready? → admit (bounded) → fetch bytes [async] → decode + preprocess [decode pool]
 //!           → batcher (queue → model thread) → labels + CentricScore [decode pool] → Detection
 //! ```
 //!
@@ -218,11 +218,19 @@ impl Detector {
         let deadline = request.deadline;
         let expired = || deadline.is_some_and(|d| d <= Instant::now());
 
+        let max_bytes = parts.limits.max_bytes;
+        let bytes = match request.source {
+            ImageSource::Bytes(bytes) => bytes,
+            ImageSource::Uri(uri) => {
+                let (bucket, key) = Buckets::parse_uri(&uri)?;
+                parts.buckets.fetch(bucket, key, max_bytes).await?
+            }
+            ImageSource::Object { bucket, key } => {
+                parts.buckets.fetch(&bucket, &key, max_bytes).await?
+            }
+        };
         let inner = Arc::clone(&self.inner);
-        let source = request.source;
-        let input = self
-            .on_pool(move || inner.fetch_and_prepare(source))
-            .await??;
+        let input = self.on_pool(move || inner.prepare(&bytes)).await??;
         let decoded = Instant::now();
         if expired() {
             return Err(DetectError::DeadlineExceeded);
@@ -275,20 +283,9 @@ impl Detector {
 }
 
 impl Inner {
-    fn fetch_and_prepare(&self, source: ImageSource) -> Result<ModelInput, DetectError> {
+    fn prepare(&self, bytes: &[u8]) -> Result<ModelInput, DetectError> {
         let parts = &self.parts;
-        let bytes = match source {
-            ImageSource::Bytes(bytes) => bytes,
-            ImageSource::Uri(uri) => {
-                let (bucket, key) = Buckets::parse_uri(&uri)?;
-                parts.buckets.read(bucket, key, parts.limits.max_bytes)?
-            }
-            ImageSource::Object { bucket, key } => {
-                parts.buckets.read(&bucket, &key, parts.limits.max_bytes)?
-            }
-        };
-        let rgb = decode_rgb(&bytes, &parts.limits)?;
-        drop(bytes);
+        let rgb = decode_rgb(bytes, &parts.limits)?;
         Ok(prepare(&rgb, parts.model.input_size()))
     }
 }

@@ -1,14 +1,23 @@
 //! Where image bytes come from when a request names an object instead of carrying it:
 //! `oss://bucket/key` resolved against the buckets the server is configured with.
 //!
-//! A bucket is a local folder (`--bucket NAME=DIR`). A key can never reach outside its folder:
-//! `..` components and absolute keys are refused, and the resolved path (after following any
-//! symlink) must still lie inside the folder's canonical path. Reads are blocking file I/O and run
-//! on the decode workers, never on the async runtime.
+//! A bucket is a local folder (`--bucket NAME=DIR`) or an S3-compatible bucket
+//! (`--bucket NAME=s3://BUCKET[/prefix]`, through `object_store`, connection from the standard
+//! `AWS_*` settings). A key can never reach outside its folder or prefix: `..` components and
+//! absolute keys are refused, and a local path (after following any symlink) must still lie inside
+//! the folder's canonical path. Local reads are blocking file I/O on a blocking thread; S3 reads
+//! are async; neither runs on the model or decode threads.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio_stream::{Stream, StreamExt};
 
 use crate::error::ErrorCode;
 
@@ -27,6 +36,8 @@ pub enum SourceError {
     TooLarge { bytes: u64, limit: u64 },
     #[error("cannot read the object: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the object store failed: {0}")]
+    Backend(String),
 }
 
 impl SourceError {
@@ -37,7 +48,7 @@ impl SourceError {
             SourceError::NoSuchBucket(_) => ErrorCode::NoSuchBucket,
             SourceError::NoSuchKey { .. } => ErrorCode::NoSuchKey,
             SourceError::TooLarge { .. } => ErrorCode::ImageTooLarge,
-            SourceError::Io(_) => ErrorCode::Internal,
+            SourceError::Io(_) | SourceError::Backend(_) => ErrorCode::Internal,
         }
     }
 }
@@ -48,11 +59,27 @@ pub struct LocalBucket {
     root: PathBuf,
 }
 
+/// A bucket backed by an S3-compatible object store, under an optional key prefix.
+#[derive(Debug, Clone)]
+pub struct S3Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+#[derive(Debug, Clone)]
+enum Bucket {
+    Local(LocalBucket),
+    S3(S3Bucket),
+}
+
 /// The configured buckets, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Buckets {
-    buckets: BTreeMap<String, LocalBucket>,
+    buckets: BTreeMap<String, Bucket>,
 }
+
+/// A byte stream of an object, for GetObject.
+pub type ObjectStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 impl Buckets {
     /// Parses `NAME=DIR` specs. The folders must exist.
@@ -60,6 +87,15 @@ impl Buckets {
     /// # Errors
     /// A message naming the bad spec.
     pub fn from_specs<S: AsRef<str>>(specs: &[S]) -> Result<Buckets, String> {
+        Buckets::with_s3(specs, &AmazonS3Builder::new())
+    }
+
+    /// Parses `NAME=DIR` and `NAME=s3://BUCKET[/prefix]` specs; S3 buckets take their connection
+    /// (endpoint, region, keys, `allow_http`) from `s3`, e.g. `AmazonS3Builder::from_env()`.
+    ///
+    /// # Errors
+    /// A message naming the bad spec.
+    pub fn with_s3<S: AsRef<str>>(specs: &[S], s3: &AmazonS3Builder) -> Result<Buckets, String> {
         let mut buckets = BTreeMap::new();
         for spec in specs {
             let spec = spec.as_ref();
@@ -75,15 +111,29 @@ impl Buckets {
                     "bucket name {name:?}: 3-63 characters of a-z, 0-9 and '-' (as OSS requires)"
                 ));
             }
-            let root = std::fs::canonicalize(dir)
-                .map_err(|e| format!("bucket {name}: folder {dir:?}: {e}"))?;
-            if !root.is_dir() {
-                return Err(format!("bucket {name}: {dir:?} is not a folder"));
-            }
-            if buckets
-                .insert(name.to_string(), LocalBucket { root })
-                .is_some()
-            {
+            let bucket = if let Some(location) = dir.strip_prefix("s3://") {
+                let (s3_bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                if s3_bucket.is_empty() {
+                    return Err(format!("bucket {name}: {dir:?} names no S3 bucket"));
+                }
+                let store = s3
+                    .clone()
+                    .with_bucket_name(s3_bucket)
+                    .build()
+                    .map_err(|e| format!("bucket {name}: {dir}: {e}"))?;
+                Bucket::S3(S3Bucket {
+                    store: Arc::new(store),
+                    prefix: prefix.trim_matches('/').to_string(),
+                })
+            } else {
+                let root = std::fs::canonicalize(dir)
+                    .map_err(|e| format!("bucket {name}: folder {dir:?}: {e}"))?;
+                if !root.is_dir() {
+                    return Err(format!("bucket {name}: {dir:?} is not a folder"));
+                }
+                Bucket::Local(LocalBucket { root })
+            };
+            if buckets.insert(name.to_string(), bucket).is_some() {
                 return Err(format!("bucket {name} is configured twice"));
             }
         }
@@ -114,10 +164,14 @@ impl Buckets {
     /// # Errors
     /// [`SourceError`] for an unknown bucket or a bad or missing key.
     pub fn open(&self, bucket: &str, key: &str) -> Result<(std::fs::File, u64), SourceError> {
-        let local = self
-            .buckets
-            .get(bucket)
-            .ok_or_else(|| SourceError::NoSuchBucket(bucket.to_string()))?;
+        let local = match self.bucket(bucket)? {
+            Bucket::Local(local) => local,
+            Bucket::S3(_) => {
+                return Err(SourceError::Backend(format!(
+                    "bucket {bucket} is not a local folder. This is a bug."
+                )))
+            }
+        };
         let path = local.resolve(key)?;
         let missing = || SourceError::NoSuchKey {
             bucket: bucket.to_string(),
@@ -162,6 +216,124 @@ impl Buckets {
     /// True when `name` is a configured bucket.
     pub fn contains(&self, name: &str) -> bool {
         self.buckets.contains_key(name)
+    }
+
+    fn bucket(&self, name: &str) -> Result<&Bucket, SourceError> {
+        self.buckets
+            .get(name)
+            .ok_or_else(|| SourceError::NoSuchBucket(name.to_string()))
+    }
+
+    /// Fetches an object's bytes, refusing more than `max_bytes`, from either kind of bucket.
+    ///
+    /// # Errors
+    /// [`SourceError`] for an unknown bucket, a bad or missing key, an object over the limit, or
+    /// a failing object store.
+    pub async fn fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, SourceError> {
+        match self.bucket(bucket)? {
+            Bucket::Local(_) => {
+                let this = self.clone();
+                let (bucket, key) = (bucket.to_string(), key.to_string());
+                tokio::task::spawn_blocking(move || this.read(&bucket, &key, max_bytes))
+                    .await
+                    .map_err(|e| SourceError::Backend(e.to_string()))?
+            }
+            Bucket::S3(s3) => {
+                let path = s3.path(key)?;
+                let failed = |e| s3_error(e, bucket, key);
+                let meta = s3.store.head(&path).await.map_err(failed)?;
+                if meta.size > max_bytes {
+                    return Err(SourceError::TooLarge {
+                        bytes: meta.size,
+                        limit: max_bytes,
+                    });
+                }
+                let bytes = s3
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(failed)?
+                    .bytes()
+                    .await
+                    .map_err(failed)?;
+                if bytes.len() as u64 > max_bytes {
+                    return Err(SourceError::TooLarge {
+                        bytes: bytes.len() as u64,
+                        limit: max_bytes,
+                    });
+                }
+                Ok(bytes.to_vec())
+            }
+        }
+    }
+
+    /// Opens an object for streaming (GetObject): its length and its bytes.
+    ///
+    /// # Errors
+    /// As [`Buckets::fetch`], without the size limit.
+    pub async fn stream(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(u64, ObjectStream), SourceError> {
+        match self.bucket(bucket)? {
+            Bucket::Local(_) => {
+                let this = self.clone();
+                let (b, k) = (bucket.to_string(), key.to_string());
+                let (file, len) = tokio::task::spawn_blocking(move || this.open(&b, &k))
+                    .await
+                    .map_err(|e| SourceError::Backend(e.to_string()))??;
+                let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+                Ok((len, Box::pin(stream)))
+            }
+            Bucket::S3(s3) => {
+                let path = s3.path(key)?;
+                let result = s3
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(|e| s3_error(e, bucket, key))?;
+                let len = result.meta.size;
+                let stream = result
+                    .into_stream()
+                    .map(|chunk| chunk.map_err(std::io::Error::other));
+                Ok((len, Box::pin(stream)))
+            }
+        }
+    }
+}
+
+impl S3Bucket {
+    /// The object path for `key` under the prefix; `..`, `.` and empty segments are refused.
+    fn path(&self, key: &str) -> Result<ObjectPath, SourceError> {
+        let bad = || SourceError::BadKey(key.to_string());
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(bad());
+        }
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        ObjectPath::parse(full).map_err(|_| bad())
+    }
+}
+
+fn s3_error(error: object_store::Error, bucket: &str, key: &str) -> SourceError {
+    match error {
+        object_store::Error::NotFound { .. } => SourceError::NoSuchKey {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        },
+        other => SourceError::Backend(other.to_string()),
     }
 }
 
@@ -242,6 +414,74 @@ mod tests {
         ));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::remove_file(&outside).ok();
+    }
+
+    /// The S3 path of a bucket, against object_store's in-memory store (same trait, no network).
+    #[tokio::test]
+    async fn s3_buckets_fetch_stream_and_refuse_escapes() {
+        use object_store::memory::InMemory;
+        let store = Arc::new(InMemory::new());
+        store
+            .put(&ObjectPath::from("pre/a/cat.jpg"), b"12345".to_vec().into())
+            .await
+            .unwrap();
+        let buckets = Buckets {
+            buckets: BTreeMap::from([(
+                "mem".to_string(),
+                Bucket::S3(S3Bucket {
+                    store,
+                    prefix: "pre".into(),
+                }),
+            )]),
+        };
+        assert_eq!(
+            buckets.fetch("mem", "a/cat.jpg", 100).await.unwrap(),
+            b"12345"
+        );
+        let (len, mut stream) = buckets.stream("mem", "a/cat.jpg").await.unwrap();
+        assert_eq!(len, 5);
+        assert_eq!(
+            stream.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"12345")
+        );
+        assert!(matches!(
+            buckets.fetch("mem", "a/none.jpg", 100).await,
+            Err(SourceError::NoSuchKey { .. })
+        ));
+        assert!(matches!(
+            buckets.fetch("mem", "a/cat.jpg", 4).await,
+            Err(SourceError::TooLarge { .. })
+        ));
+        for key in [
+            "../pre/a/cat.jpg",
+            "a/../a/cat.jpg",
+            "/a/cat.jpg",
+            "a//cat.jpg",
+            "./a",
+        ] {
+            assert!(
+                matches!(
+                    buckets.fetch("mem", key, 100).await,
+                    Err(SourceError::BadKey(_))
+                ),
+                "{key}"
+            );
+        }
+        assert!(matches!(
+            buckets.fetch("none", "a", 100).await,
+            Err(SourceError::NoSuchBucket(_))
+        ));
+    }
+
+    #[test]
+    fn s3_specs_are_parsed() {
+        let s3 = AmazonS3Builder::new()
+            .with_region("us-east-1")
+            .with_endpoint("http://127.0.0.1:9")
+            .with_allow_http(true);
+        let buckets = Buckets::with_s3(&["photos=s3://bucket-a/some/prefix/"], &s3).unwrap();
+        assert!(buckets.contains("photos"));
+        assert!(Buckets::with_s3(&["photos=s3://"], &s3).is_err());
     }
 
     #[test]

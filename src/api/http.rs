@@ -332,7 +332,7 @@ async fn oss_inner(
     }
 }
 
-/// GetObject: the object's bytes, streamed from the bucket's folder.
+/// GetObject: the object's bytes, streamed from the bucket.
 async fn get_object(
     state: &HttpState,
     bucket: &str,
@@ -340,17 +340,11 @@ async fn get_object(
     request_id: &str,
     head_only: bool,
 ) -> Result<Response, HttpError> {
-    let buckets = state.buckets.clone();
-    let (bucket, key) = (bucket.to_string(), key.to_string());
-    let (file, len) = tokio::task::spawn_blocking(move || buckets.open(&bucket, &key))
-        .await
-        .map_err(|e| DetectError::Internal(e.to_string()))??;
+    let (len, stream) = state.buckets.stream(bucket, key).await?;
     let body = if head_only {
         Body::empty()
     } else {
-        Body::from_stream(tokio_util::io::ReaderStream::new(
-            tokio::fs::File::from_std(file),
-        ))
+        Body::from_stream(stream)
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
