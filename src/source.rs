@@ -246,21 +246,16 @@ impl Buckets {
             Bucket::S3(s3) => {
                 let path = s3.path(key)?;
                 let failed = |e| s3_error(e, bucket, key);
-                let meta = s3.store.head(&path).await.map_err(failed)?;
-                if meta.size > max_bytes {
+                // One round trip: the size arrives with the response headers, so an object over
+                // the limit is refused before its body is read.
+                let result = s3.store.get(&path).await.map_err(failed)?;
+                if result.meta.size > max_bytes {
                     return Err(SourceError::TooLarge {
-                        bytes: meta.size,
+                        bytes: result.meta.size,
                         limit: max_bytes,
                     });
                 }
-                let bytes = s3
-                    .store
-                    .get(&path)
-                    .await
-                    .map_err(failed)?
-                    .bytes()
-                    .await
-                    .map_err(failed)?;
+                let bytes = result.bytes().await.map_err(failed)?;
                 if bytes.len() as u64 > max_bytes {
                     return Err(SourceError::TooLarge {
                         bytes: bytes.len() as u64,

@@ -16,6 +16,8 @@ Configuration (flags, with environment defaults):
   --scratch-bucket / --scratch-dir       a second bucket (--bucket scratch=DIR); its folder must be
                                          writable: the GIF check writes a file there
   --region        OSS_REGION             cn-hangzhou (the server's --region)
+  --s3-bucket     OSS_S3_BUCKET          a bucket served from S3 (--bucket s3photos=s3://labeld-photos)
+                                         holding chelsea.png and pics/coffee.png; checks 13* skip without it
   OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET   the key the server knows (LABELD_ACCESS_KEY_ID/SECRET)
 
 Usage against a running server:
@@ -473,6 +475,52 @@ class Checks:
         has_animal_cat(labels)
         return f"GET {parts.path} Host {parts.netloc}: {show(labels, 2)}"
 
+    # 13: an S3 bucket (`--bucket s3photos=s3://labeld-photos`) behind the same OSS door
+    def s3_bucket(self):
+        if not self.args.s3_bucket:
+            raise Skip("no --s3-bucket given (run.sh serves one from moto as --bucket s3photos=s3://labeld-photos)")
+        return self.bucket_v4(name=self.args.s3_bucket)
+
+    def c13_s3_labels(self):
+        """S3-backed bucket: oss2 V4 get_object('chelsea.png', process='image/labels') -> Animal > Cat"""
+        result = self.s3_bucket().get_object(self.key, process="image/labels")
+        check(result.status == 200, f"status {result.status}")
+        labels = parse_labels(result.read(), result.request_id, result.headers.get("Content-Type"))
+        has_animal_cat(labels)
+        return f"{self.args.s3_bucket}/{self.key}: {show(labels, 3)} | RequestId {result.request_id}"
+
+    def c13b_s3_nested_key(self):
+        """S3-backed bucket: key 'pics/coffee.png' (a prefix in the key) -> Drink > Espresso"""
+        key = "pics/coffee.png"
+        result = self.s3_bucket().get_object(key, process="image/labels")
+        check(result.status == 200, f"status {result.status}")
+        labels = parse_labels(result.read(), result.request_id, result.headers.get("Content-Type"))
+        names = {(l["LabelName"], l["LabelLevel"], l["ParentLabelName"]) for l in labels}
+        check(("Drink", 1, "") in names, f"no Drink (level 1) in {sorted(names)}")
+        check(("Espresso", 2, "Drink") in names, f"no Espresso (level 2, parent Drink) in {sorted(names)}")
+        return f"{self.args.s3_bucket}/{key}: {show(labels, 3)}"
+
+    def c13c_s3_missing_key(self):
+        """S3-backed bucket: a missing key -> NoSuchKey (404), with and without process"""
+        bucket = self.s3_bucket()
+        e = expect_oss2_error(lambda: bucket.get_object("no-such-image.png", process="image/labels"),
+                              oss2.exceptions.NoSuchKey, 404, "NoSuchKey")
+        expect_oss2_error(lambda: bucket.get_object("pics/no-such-image.png"),
+                          oss2.exceptions.NoSuchKey, 404, "NoSuchKey")
+        return f"{e.code} ({e.ec}): {e.message}"
+
+    def c13d_s3_plain_get(self):
+        """S3-backed bucket: plain get_object (no process) returns the exact bytes of tests/fixtures/chelsea.png"""
+        want = open(os.path.join(self.args.fixtures_dir, self.key), "rb").read()
+        result = self.s3_bucket().get_object(self.key)
+        data = result.read()
+        check(result.status == 200, f"status {result.status}")
+        check(data == want, f"got {len(data)} bytes, the file has {len(want)} (or they differ)")
+        check(result.content_length in (None, len(want)), f"Content-Length {result.content_length}")
+        oss2.utils.check_crc("get_object", result.client_crc, result.server_crc, result.request_id)
+        crc = "x-oss-hash-crc64ecma " + ("absent" if result.server_crc is None else "matches")
+        return f"{len(data)} bytes identical, {crc}"
+
 
 class Skip(Exception):
     pass
@@ -498,6 +546,9 @@ def main():
     p.add_argument("--fixtures-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
     p.add_argument("--scratch-bucket", default="scratch")
     p.add_argument("--scratch-dir", default=None)
+    p.add_argument("--s3-bucket", default=os.environ.get("OSS_S3_BUCKET"),
+                   help="a bucket the server serves from S3 (--bucket s3photos=s3://labeld-photos) holding "
+                        "chelsea.png and pics/coffee.png; checks 13* are skipped without it")
     p.add_argument("--ready-tries", type=int, default=300)
     p.add_argument("--ready-interval", type=float, default=0.2)
     p.add_argument("--only", default=None, help="comma-separated check ids to run, e.g. c01,c11")
@@ -508,7 +559,8 @@ def main():
     args.endpoint = args.endpoint.rstrip("/")
 
     print(f"   oss2 {oss2.__version__}, alibabacloud-oss-v2 {oss.__version__ if hasattr(oss, '__version__') else '?'}"
-          f", endpoint {args.endpoint}, bucket {args.bucket}, region {args.region}")
+          f", endpoint {args.endpoint}, bucket {args.bucket}, region {args.region}"
+          + (f", S3-backed bucket {args.s3_bucket}" if args.s3_bucket else ", no S3-backed bucket"))
     if not wait_ready(args.endpoint, args.ready_tries, args.ready_interval):
         print(f"FAIL {args.endpoint}/health/ready never answered 200")
         print("oss_client: 0 passed, 1 failed")

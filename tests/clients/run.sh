@@ -2,14 +2,16 @@
 # Drives a real `labeld serve` from outside the Rust code base:
 #   1. a Python venv (tests/clients/.venv) with the pinned packages of requirements.txt;
 #   2. Python stubs generated from proto/labeld/v1/labels.proto (tests/clients/.gen, not committed);
-#   3. target/debug/labeld serve --model lite0, gRPC and HTTP on 127.0.0.1:0 (the ports are read
-#      from its log), with two OSS buckets (fixtures=tests/fixtures, scratch=a temp folder) and a
-#      random OSS access key;
+#   3. moto's S3 server (moto_server) on a free 127.0.0.1 port, with the S3 bucket labeld-photos
+#      filled by boto3 (chelsea.png, pics/coffee.png); then target/debug/labeld serve --model lite0,
+#      gRPC and HTTP on 127.0.0.1:0 (the ports are read from its log), with three OSS buckets
+#      (fixtures=tests/fixtures, scratch=a temp folder, s3photos=s3://labeld-photos on moto, the
+#      server given AWS_* for moto) and a random OSS access key;
 #   4. grpc_client.py: health, GetModelInfo, DetectImageLabels, errors, the stream (grpcio);
 #   5. the same server through server reflection only, with protodial (no .proto given);
 #   6. oss_client.py: the OSS door with Alibaba's own SDKs, oss2 and alibabacloud-oss-v2;
 #   7. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
-# The server is killed on any failure. Exit status: 0 when everything passed.
+# The server and moto are killed on any failure. Exit status: 0 when everything passed.
 #
 # Environment: PYTHON (default python3), LABELD_CLIENTS_BIN (a labeld binary to use instead of
 # building target/debug/labeld), LABELD_CLIENTS_READY_TIMEOUT (seconds, default 60),
@@ -37,7 +39,9 @@ step() { echo "-- [$(since "$T0") s] $*"; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/labeld-clients.XXXXXX")
 LOG=$TMP/server.log
+MOTO_LOG=$TMP/moto.log
 SERVER_PID=
+MOTO_PID=
 WATCHDOG_PID=
 ok=0
 
@@ -48,6 +52,15 @@ cleanup() {
     echo "run.sh: killing labeld serve (pid $SERVER_PID)" >&2
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ -n $MOTO_PID ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+    kill -TERM "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+  if [[ $ok != 1 && -s $MOTO_LOG ]]; then
+    echo "---- moto_server log (last 15 lines) ----" >&2
+    tail -n 15 "$MOTO_LOG" >&2
+    echo "-----------------------------------------" >&2
   fi
   if [[ $ok != 1 && -s $LOG ]]; then
     echo "---- labeld serve log (last 40 lines) ----" >&2
@@ -81,6 +94,7 @@ if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want_sta
 fi
 "$VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, google.protobuf as pb; print("   grpcio", grpc.__version__, "protobuf", pb.__version__)'
 "$VENV/bin/python" -c 'import oss2, alibabacloud_oss_v2 as v2; print("   oss2", oss2.__version__, "alibabacloud-oss-v2", v2.__version__)'
+"$VENV/bin/python" -c 'import moto, boto3; print("   moto", moto.__version__, "boto3", boto3.__version__)'
 PROTODIAL=$VENV/bin/protodial
 export PYTHONUTF8=1              # the checks print and compare Chinese label names, whatever the locale
 export XDG_DATA_HOME=$TMP/xdg   # protodial creates its reusable-proto folder there, not in $HOME
@@ -110,14 +124,84 @@ OSS_SK=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 OSS_REGION=cn-hangzhou
 mkdir -p "$TMP/scratch"
 
+# The S3-backed bucket: moto's S3 server on a free loopback port (asked of the kernel, then
+# released: another process could take it in between, so up to 3 tries), polled until it answers
+# (bounded), then filled with boto3. Its key is arbitrary (moto accepts any); labeld gets it, the
+# endpoint and the region through AWS_* in its own environment only (object_store's from_env).
+S3_BUCKET=labeld-photos
+S3_AK=labeld-clients-test
+S3_SK=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+S3_REGION=us-east-1
+S3_ENDPOINT=
+step "moto_server (S3) on 127.0.0.1, bucket $S3_BUCKET filled with boto3"
+moto_start=$(now)
+for try in 1 2 3; do
+  S3_PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" </dev/null >"$MOTO_LOG" 2>&1 &
+  MOTO_PID=$!
+  # Polls GET / (S3 ListBuckets) every 0.1 s for READY_TIMEOUT s while moto_server is alive.
+  if "$VENV/bin/python" - "$S3_PORT" "$MOTO_PID" "$READY_TIMEOUT" <<'PY'
+import os, sys, time, urllib.request
+port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+            if resp.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(2)
+    time.sleep(0.1)
+sys.exit(1)
+PY
+  then
+    S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+    break
+  fi
+  kill -TERM "$MOTO_PID" 2>/dev/null || true
+  wait "$MOTO_PID" 2>/dev/null || true
+  MOTO_PID=
+  echo "   moto_server did not answer on port $S3_PORT (try $try):" >&2
+  tail -n 5 "$MOTO_LOG" | sed 's/^/     /' >&2
+done
+[[ -n $S3_ENDPOINT ]] || fail "moto_server did not start (3 tries)"
+echo "   moto_server answering on $S3_ENDPOINT after $(since "$moto_start") s (pid $MOTO_PID)"
+upload_start=$(now)
+"$VENV/bin/python" - "$S3_ENDPOINT" "$S3_AK" "$S3_SK" "$S3_REGION" "$S3_BUCKET" <<'PY' || fail "filling the moto bucket with boto3 failed"
+import os, sys
+# Only the arguments configure boto3: no AWS_* of the caller's, no ~/.aws profile.
+for var in [v for v in os.environ if v.startswith("AWS_")]:
+    del os.environ[var]
+os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+import boto3
+endpoint, ak, sk, region, bucket = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_access_key=sk,
+                  region_name=region)
+s3.create_bucket(Bucket=bucket)
+for path, key in (("tests/fixtures/chelsea.png", "chelsea.png"), ("tests/fixtures/coffee.png", "pics/coffee.png")):
+    s3.upload_file(path, bucket, key)
+listed = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+assert sorted(listed) == ["chelsea.png", "pics/coffee.png"], listed
+print("    ", ", ".join(f"s3://{bucket}/{k} ({n} bytes)" for k, n in sorted(listed.items())))
+PY
+echo "   bucket created and filled in $(since "$upload_start") s; moto setup $(since "$moto_start") s in all"
+
 step "starting $BIN serve --model lite0 --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0"
 (
   # Only the flags below configure it: drop LABELD_* settings from the caller's environment,
   # then give it this run's access key (environment only: a flag would show in `ps`).
-  while read -r var; do unset "$var"; done < <(compgen -e | grep '^LABELD_' || true)
+  # Likewise AWS_*: the S3 bucket's connection is moto's, given here only.
+  while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LABELD|AWS)_' || true)
   export LABELD_ACCESS_KEY_ID=$OSS_AK LABELD_ACCESS_KEY_SECRET=$OSS_SK
+  export AWS_ENDPOINT=$S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_REGION=$S3_REGION \
+    AWS_ACCESS_KEY_ID=$S3_AK AWS_SECRET_ACCESS_KEY=$S3_SK
   exec "$BIN" serve --model lite0 --device cpu --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
     --region "$OSS_REGION" --bucket fixtures=tests/fixtures --bucket "scratch=$TMP/scratch" \
+    --bucket "s3photos=s3://$S3_BUCKET" \
     --max-batch "$MAX_BATCH" --max-delay-us "$MAX_DELAY_US" --max-queue "$MAX_QUEUE" \
     --model-workers "$MODEL_WORKERS" --decode-workers "$DECODE_WORKERS" --drain-timeout-secs 10
 ) </dev/null >"$TMP/server.out" 2>"$LOG" &
@@ -217,12 +301,18 @@ assert "Espresso" in [l["labelName"] for l in got["coffee.png"]["labels"]]
 
 # ---- 6. OSS SDK clients ----------------------------------------------------------------------
 # The SDKs read the key from OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET (EnvironmentVariableCredentialsProvider).
-step "oss_client.py (oss2 ${OSS_REGION} V4 + V1, alibabacloud-oss-v2, presigned URLs) on http://$HTTP_ADDR"
+step "oss_client.py (oss2 ${OSS_REGION} V4 + V1, alibabacloud-oss-v2, presigned URLs, S3 bucket s3photos) on http://$HTTP_ADDR"
 OSS_ACCESS_KEY_ID=$OSS_AK OSS_ACCESS_KEY_SECRET=$OSS_SK "$VENV/bin/python" "$HERE/oss_client.py" \
   --endpoint "http://$HTTP_ADDR" --bucket fixtures --fixtures-dir tests/fixtures --region "$OSS_REGION" \
-  --scratch-bucket scratch --scratch-dir "$TMP/scratch" \
+  --scratch-bucket scratch --scratch-dir "$TMP/scratch" --s3-bucket s3photos \
   --ready-tries $((READY_TIMEOUT * 5)) --ready-interval 0.2 \
   || fail "oss_client.py failed"
+# The s3photos answers must have come from moto: labeld's GETs are in moto's access log.
+for key in chelsea.png pics/coffee.png; do
+  grep -q "\"GET /$S3_BUCKET/$key HTTP" "$MOTO_LOG" \
+    || fail "moto_server's log shows no GET /$S3_BUCKET/$key: labeld did not read s3photos from S3"
+done
+echo "   moto_server answered 200 to $(grep -c "\"GET /$S3_BUCKET/" "$MOTO_LOG") GET(s) of $S3_BUCKET objects from labeld"
 
 # ---- 7. SIGTERM ------------------------------------------------------------------------------
 step "SIGTERM: labeld must drain and exit 0 within ${STOP_TIMEOUT} s"
