@@ -37,6 +37,13 @@ pub const MAX_MESSAGE_BYTES: usize = 21 * 1024 * 1024;
 /// Name of the service in `grpc.health.v1` (the empty name means "the whole server").
 pub const SERVICE_NAME: &str = "labeld.v1.ImageLabels";
 
+/// Reports `status` for the whole server (the empty service name) and for [`SERVICE_NAME`]:
+/// the two always change together.
+async fn report(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
 /// Everything `serve` needs besides the models, the taxonomy and the listener.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -121,12 +128,7 @@ impl Server {
         })?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        report(&health, ServingStatus::NotServing).await;
         // Reflection in both versions: v1, and v1alpha for older tools (grpcio-reflection's
         // Python client, older grpcurl).
         let reflection = || {
@@ -166,10 +168,7 @@ impl Server {
                 match warm {
                     Ok(Ok(_)) if !*stop.borrow() => {
                         readiness.set_serving();
-                        health.set_service_status("", ServingStatus::Serving).await;
-                        health
-                            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-                            .await;
+                        report(&health, ServingStatus::Serving).await;
                         tracing::info!("model warm; serving");
                     }
                     Ok(Ok(_)) => {}
@@ -191,12 +190,7 @@ impl Server {
             async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
                 readiness.set_draining();
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-                health
-                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-                    .await;
+                report(&health, ServingStatus::NotServing).await;
                 tracing::info!("draining: finishing admitted requests");
             }
         };

@@ -141,6 +141,21 @@ fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// A response with the headers every answer carries (`code` is set for errors).
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    request_id: &str,
+    code: Option<ErrorCode>,
+) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    common_headers(&mut response, request_id, code);
+    response
+}
+
+const JSON: &str = "application/json;charset=utf-8";
+
 fn xml_error(error: &HttpError, request_id: &str, host: &str) -> Response {
     let code = error.code();
     let argument = error.argument();
@@ -151,14 +166,13 @@ fn xml_error(error: &HttpError, request_id: &str, host: &str) -> Response {
         host,
         argument.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
     );
-    let mut response = (
+    respond(
         status_of(code),
-        [(header::CONTENT_TYPE, "application/xml")],
-        body,
+        "application/xml",
+        body.into_bytes(),
+        request_id,
+        Some(code),
     )
-        .into_response();
-    common_headers(&mut response, request_id, Some(code));
-    response
 }
 
 fn json_error(error: &HttpError, request_id: &str) -> Response {
@@ -169,32 +183,15 @@ fn json_error(error: &HttpError, request_id: &str) -> Response {
         request_id: request_id.to_string(),
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = (
-        status_of(code),
-        [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
-        json,
-    )
-        .into_response();
-    common_headers(&mut response, request_id, Some(code));
-    response
+    respond(status_of(code), JSON, json, request_id, Some(code))
 }
 
 fn json_labels_response(labels: LabelsResponse) -> Response {
-    let request_id = labels.request_id.clone();
     match serde_json::to_vec(&labels) {
-        Ok(body) => {
-            let mut response = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
-                body,
-            )
-                .into_response();
-            common_headers(&mut response, &request_id, None);
-            response
-        }
+        Ok(body) => respond(StatusCode::OK, JSON, body, &labels.request_id, None),
         Err(e) => json_error(
             &HttpError::Detect(DetectError::Internal(e.to_string())),
-            &request_id,
+            &labels.request_id,
         ),
     }
 }
