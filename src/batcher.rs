@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::image::ModelInput;
 use crate::model::{Classifier, Prediction};
+use crate::observe::{self, Rejection};
 
 /// Batching settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,7 @@ impl Batcher {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                observe::rejected(Rejection::Overloaded);
                 Err(BatchError::QueueFull(self.config.max_queue))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(BatchError::Stopped),
@@ -239,8 +241,10 @@ async fn batching_task(
         for job in jobs {
             if job.reply.is_closed() {
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                observe::rejected(Rejection::ClientGone);
             } else if job.deadline.is_some_and(|d| d <= now) {
                 stats.expired.fetch_add(1, Ordering::Relaxed);
+                observe::rejected(Rejection::DeadlineExpired);
                 let _ = job.reply.send(Err(BatchError::DeadlineExceeded));
             } else {
                 live.push(job);
@@ -336,6 +340,7 @@ fn forward(
     let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&inputs)));
     stats.model_calls.fetch_add(1, Ordering::Relaxed);
+    observe::batch_ran(jobs.len());
     stats
         .images_inferred
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);

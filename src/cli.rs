@@ -17,7 +17,7 @@ use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
 use labeld::labels::{LabelOptions, LabelsResponse, DEFAULT_THRESHOLD};
 use labeld::model::{parse_device, Classifier, LiteClassifier, ModelKind};
 use labeld::request_id::new_request_id;
-use labeld::server::{ServeSettings, Server};
+use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use labeld::taxonomy::Language;
 use labeld::taxonomy::Taxonomy;
@@ -30,6 +30,22 @@ use std::time::Duration;
 pub struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: human (text) or json (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "LABELD_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Flags shared by every command that loads the model.
@@ -92,6 +108,9 @@ struct ServeArgs {
     /// HTTP listen address: the OSS-compatible door, POST /v1/labels, /health/live, /health/ready.
     #[arg(long, env = "LABELD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
+    /// Also serve `/metrics` on this address of its own (it is always on the HTTP port too).
+    #[arg(long, env = "LABELD_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// The region OSS V4 signatures must be scoped to.
     #[arg(long, env = "LABELD_REGION", default_value = "cn-hangzhou")]
     region: String,
@@ -468,9 +487,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let http = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
-        let server = Server::start(listener, Some(http), models, taxonomy, settings).await?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
+            None => None,
+        };
+        let listeners = Listeners {
+            grpc: listener,
+            http: Some(http),
+            metrics,
+        };
+        let server = Server::start(listeners, models, taxonomy, settings).await?;
         let http_addr = server.http_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(addr = %server.local_addr(), http_addr, model = %args.model.model, "gRPC and HTTP listening; warming up");
+        let metrics_addr = server.metrics_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %server.local_addr(), http_addr, metrics_addr, model = %args.model.model, "gRPC and HTTP listening; warming up");
         tokio::select! {
             () = labeld::shutdown::signal() => server.shutdown(),
             // The server stops by itself only when it fails (e.g. warm-up failed).

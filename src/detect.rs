@@ -20,6 +20,7 @@ use crate::error::ErrorCode;
 use crate::image::{decode_rgb, prepare, DecodeError, ImageLimits, ModelInput};
 use crate::labels::{labels_for, Label, LabelOptions};
 use crate::model::{ClassifierHead, ModelKind};
+use crate::observe::{self, Rejection};
 use crate::source::{Buckets, SourceError};
 use crate::taxonomy::Taxonomy;
 
@@ -197,6 +198,14 @@ impl Detector {
         })
     }
 
+    /// Requests admitted now (decoding, queued or in the model).
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .parts
+            .max_in_flight
+            .saturating_sub(self.inner.admission.available_permits())
+    }
+
     /// The parts it was built from (model, taxonomy, batching settings).
     pub fn parts(&self) -> &DetectorParts {
         &self.inner.parts
@@ -210,11 +219,15 @@ impl Detector {
         let received = Instant::now();
         let parts = &self.inner.parts;
         if let Some(why) = parts.readiness.refusal() {
+            observe::rejected(Rejection::NotReady);
             return Err(DetectError::NotReady(why));
         }
         let _admitted = Arc::clone(&self.inner.admission)
             .try_acquire_owned()
-            .map_err(|_| DetectError::Overloaded(parts.max_in_flight))?;
+            .map_err(|_| {
+                observe::rejected(Rejection::Overloaded);
+                DetectError::Overloaded(parts.max_in_flight)
+            })?;
         let deadline = request.deadline;
         let expired = || deadline.is_some_and(|d| d <= Instant::now());
 
@@ -233,6 +246,7 @@ impl Detector {
         let input = self.on_pool(move || inner.prepare(&bytes)).await??;
         let decoded = Instant::now();
         if expired() {
+            observe::rejected(Rejection::DeadlineExpired);
             return Err(DetectError::DeadlineExceeded);
         }
 

@@ -16,6 +16,7 @@
 //! - [`api`]: the front doors (gRPC; OSS-compatible and JSON HTTP with OSS signatures); the only
 //!   code that knows protocols.
 //! - [`server`]: wiring for `labeld serve`; [`shutdown`]: the stop signal; [`pb`]: generated types.
+//! - [`observe`]: Prometheus metrics and the one log line per answered request.
 //! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!
 //! # Invariants
@@ -32,6 +33,7 @@ pub mod image;
 pub mod labeler;
 pub mod labels;
 pub mod model;
+pub mod observe;
 pub mod pb;
 pub mod request_id;
 pub mod server;

@@ -9,6 +9,7 @@
 //! only then does [`Server::wait`] return.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +22,12 @@ use tonic_health::ServingStatus;
 
 use crate::api::auth::Credentials;
 use crate::api::grpc::ImageLabelsService;
-use crate::api::http::{router, HttpState};
+use crate::api::http::{metrics_router, router, HttpState};
 use crate::batcher::{BatchConfig, BatchStats, Batcher};
 use crate::detect::{Detector, DetectorParts, Readiness};
 use crate::image::ImageLimits;
 use crate::model::Classifier;
+use crate::observe::{self, Scrape};
 use crate::pb;
 use crate::pb::image_labels_server::ImageLabelsServer;
 use crate::source::Buckets;
@@ -66,10 +68,21 @@ pub struct ServeSettings {
     pub drain_timeout: Duration,
 }
 
+/// The sockets a server answers on.
+pub struct Listeners {
+    /// gRPC: `labeld.v1.ImageLabels`, health, reflection.
+    pub grpc: TcpListener,
+    /// The HTTP doors, health and `/metrics`.
+    pub http: Option<TcpListener>,
+    /// A port of its own for `/metrics`, for setups that keep scraping off the serving port.
+    pub metrics: Option<TcpListener>,
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stats: Arc<BatchStats>,
     readiness: Arc<Readiness>,
     stop: watch::Sender<bool>,
@@ -77,19 +90,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts serving on `listener`. Returns once the listener is serving (not yet warm).
+    /// Starts serving on `listeners`. Returns once they are serving (not yet warm).
     ///
     /// # Errors
     /// When the decode pool cannot start.
     pub async fn start(
-        listener: TcpListener,
-        http_listener: Option<TcpListener>,
+        listeners: Listeners,
         models: Vec<Box<dyn Classifier>>,
         taxonomy: Taxonomy,
         settings: ServeSettings,
     ) -> anyhow::Result<Server> {
+        let Listeners {
+            grpc: listener,
+            http: http_listener,
+            metrics: metrics_listener,
+        } = listeners;
         let addr = listener.local_addr()?;
         let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let first = models.first().context("no model to serve")?;
         let kind = first.kind();
         let head = Arc::new(first.head().clone());
@@ -115,6 +136,8 @@ impl Server {
             decode_workers: settings.decode_workers as u32,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        let scrape_handle = observe::install();
+        observe::model_info(kind.name(), &settings.device_name, taxonomy.version());
         let detector = Detector::new(DetectorParts {
             batcher,
             taxonomy: Arc::new(taxonomy),
@@ -126,6 +149,22 @@ impl Server {
             max_in_flight: settings.batch.max_queue,
             readiness: Arc::clone(&readiness),
         })?;
+
+        let scrape = {
+            let detector = detector.clone();
+            let stats = Arc::clone(&stats);
+            let readiness = Arc::clone(&readiness);
+            let limit = settings.batch.max_queue;
+            Scrape::new(
+                scrape_handle,
+                Arc::new(move || observe::State {
+                    queue_depth: stats.queue_depth.load(Ordering::Relaxed),
+                    in_flight: detector.in_flight(),
+                    in_flight_limit: limit,
+                    ready: readiness.is_serving(),
+                }),
+            )
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         report(&health, ServingStatus::NotServing).await;
@@ -146,6 +185,7 @@ impl Server {
             language: settings.language,
             readiness: Arc::clone(&readiness),
             max_body_bytes: settings.limits.max_bytes as usize,
+            scrape: scrape.clone(),
         };
         let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -197,6 +237,7 @@ impl Server {
         let drain_timeout = settings.drain_timeout;
         let mut deadline_rx = stop.subscribe();
         let mut http_stop = stop.subscribe();
+        let mut metrics_stop = stop.subscribe();
         let task = tokio::spawn(async move {
             let http = async move {
                 match http_listener {
@@ -212,6 +253,18 @@ impl Server {
                     }
                 }
             };
+            // The metrics port stops with the rest: a scrape during the drain still answers.
+            let metrics = async move {
+                match metrics_listener {
+                    Some(listener) => axum::serve(listener, metrics_router(scrape))
+                        .with_graceful_shutdown(async move {
+                            let _ = metrics_stop.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                        .context("metrics server failed"),
+                    None => Ok(()),
+                }
+            };
             let grpc = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health_service)
@@ -220,9 +273,10 @@ impl Server {
                 .add_service(labels)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
             let serve = async move {
-                let (grpc, http) = tokio::join!(grpc, http);
+                let (grpc, http, metrics) = tokio::join!(grpc, http, metrics);
                 grpc.context("gRPC server failed")?;
-                http
+                http?;
+                metrics
             };
             let overdue = async move {
                 let _ = deadline_rx.wait_for(|stop| *stop).await;
@@ -245,6 +299,7 @@ impl Server {
         Ok(Server {
             addr,
             http_addr,
+            metrics_addr,
             stats,
             readiness,
             stop,
@@ -260,6 +315,11 @@ impl Server {
     /// The address the HTTP doors listen on, when they do.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the metrics-only port, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Batcher counters.

@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource};
 use crate::error::ErrorCode;
 use crate::labels::{LabelOptions, DEFAULT_THRESHOLD};
+use crate::observe::{self, Door, Outcome};
 use crate::pb;
 use crate::request_id::new_request_id;
 use crate::taxonomy::Language;
@@ -59,12 +60,13 @@ fn public_message(error: &DetectError, request_id: &str) -> String {
     }
 }
 
-fn status_for(error: &DetectError, request_id: &str) -> Status {
-    let mut status = Status::new(grpc_code(error.code()), public_message(error, request_id));
+/// The status of an error answer, tagged with the request id and the labeld error code.
+fn status(code: ErrorCode, message: String, request_id: &str) -> Status {
+    let mut status = Status::new(grpc_code(code), message);
     if let Ok(value) = MetadataValue::try_from(request_id) {
         status.metadata_mut().insert(REQUEST_ID_HEADER, value);
     }
-    if let Ok(value) = MetadataValue::try_from(error.code().name()) {
+    if let Ok(value) = MetadataValue::try_from(code.name()) {
         status.metadata_mut().insert("x-labeld-error-code", value);
     }
     status
@@ -181,6 +183,26 @@ fn to_response(detection: Detection) -> pb::DetectImageLabelsResponse {
     }
 }
 
+/// Reports one answer to [`observe`] (metrics and the request's log line).
+fn report(
+    door: Door,
+    request_id: &str,
+    received: Instant,
+    answer: &Result<Detection, (ErrorCode, String)>,
+) {
+    let outcome = match answer {
+        Ok(detection) => Outcome::Labelled {
+            timings: &detection.timings,
+            labels: detection.labels.len(),
+        },
+        Err((code, message)) => Outcome::Failed {
+            code: *code,
+            message,
+        },
+    };
+    observe::answered(door, request_id, received.elapsed(), outcome);
+}
+
 /// Runs one request to completion, giving up at its deadline.
 async fn run(detector: &Detector, request: DetectRequest) -> Result<Detection, DetectError> {
     match request.deadline {
@@ -224,18 +246,23 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         &self,
         request: Request<pb::DetectImageLabelsRequest>,
     ) -> Result<Response<pb::DetectImageLabelsResponse>, Status> {
-        let deadline = deadline_from(request.metadata(), Instant::now());
+        let received = Instant::now();
+        let deadline = deadline_from(request.metadata(), received);
         let client_id = request.get_ref().request_id.clone();
-        let parsed = parse_request(request.into_inner(), deadline).map_err(|e| {
-            let id = if client_id.is_empty() {
-                new_request_id()
-            } else {
-                client_id.clone()
-            };
-            status_for(&e, &id)
-        })?;
-        let request_id = parsed.request_id.clone();
-        match run(&self.detector, parsed).await {
+        let (answer, request_id) = match parse_request(request.into_inner(), deadline) {
+            Ok(parsed) => {
+                let request_id = parsed.request_id.clone();
+                (run(&self.detector, parsed).await, request_id)
+            }
+            Err(e) if client_id.is_empty() => (Err(e), new_request_id()),
+            Err(e) => (Err(e), client_id),
+        };
+        let answer = answer.map_err(|error| {
+            let message = public_message(&error, &request_id);
+            (error.code(), message)
+        });
+        report(Door::Grpc, &request_id, received, &answer);
+        match answer {
             Ok(detection) => {
                 let mut response = Response::new(to_response(detection));
                 if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
@@ -243,7 +270,7 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
                 }
                 Ok(response)
             }
-            Err(error) => Err(status_for(&error, &request_id)),
+            Err((code, message)) => Err(status(code, message, &request_id)),
         }
     }
 
@@ -275,28 +302,32 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
                 let detector = detector.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
+                    let received = Instant::now();
                     let client_id = message.request_id.clone();
-                    let answer = match parse_request(message, deadline) {
+                    let (answer, request_id) = match parse_request(message, deadline) {
                         Ok(parsed) => {
                             let request_id = parsed.request_id.clone();
-                            run(&detector, parsed)
-                                .await
-                                .map(to_response)
-                                .map_err(|e| (e, request_id))
+                            (run(&detector, parsed).await, request_id)
                         }
-                        Err(e) => Err((e, client_id)),
+                        Err(e) => (Err(e), client_id),
                     };
-                    let response = answer.unwrap_or_else(|(error, request_id)| {
-                        pb::DetectImageLabelsResponse {
+                    let answer = answer.map_err(|error| {
+                        let message = public_message(&error, &request_id);
+                        (error.code(), message)
+                    });
+                    report(Door::GrpcStream, &request_id, received, &answer);
+                    let response = match answer {
+                        Ok(detection) => to_response(detection),
+                        Err((code, message)) => pb::DetectImageLabelsResponse {
                             error: Some(pb::Error {
-                                code: grpc_code(error.code()) as i32,
-                                reason: error.code().name().to_string(),
-                                message: public_message(&error, &request_id),
+                                code: grpc_code(code) as i32,
+                                reason: code.name().to_string(),
+                                message,
                             }),
                             request_id,
                             ..Default::default()
-                        }
-                    });
+                        },
+                    };
                     let _ = tx.send(Ok(response)).await;
                 });
             }

@@ -1,5 +1,5 @@
 //! The HTTP doors (axum): the OSS-compatible `GET /{bucket}/{key}?x-oss-process=image/labels`,
-//! the plain JSON `POST /v1/labels`, and `/health/live` + `/health/ready`.
+//! the plain JSON `POST /v1/labels`, `/health/live` + `/health/ready`, and `/metrics`.
 //!
 //! The OSS door works like OSS: path style (`/bucket/key`, what the SDKs send to an IP or
 //! localhost endpoint) or virtual-host style (`Host: bucket.<endpoint>`); the key is
@@ -9,7 +9,7 @@
 //! `x-oss-request-id`. Statuses come from [`ErrorCode::http_status`], the one HTTP table.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
@@ -22,9 +22,10 @@ use serde::Deserialize;
 
 use super::auth::{self, AuthError, Credentials, SignedRequest};
 use super::oss::{error_ec, error_xml, parse_process, ProcessError};
-use crate::detect::{DetectError, DetectRequest, Detector, ImageSource, Readiness};
+use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource, Readiness};
 use crate::error::{ErrorBody, ErrorCode};
 use crate::labels::{LabelOptions, LabelsResponse, DEFAULT_THRESHOLD};
+use crate::observe::{self, Door, Outcome, Scrape};
 use crate::request_id::new_request_id;
 use crate::source::{Buckets, SourceError};
 use crate::taxonomy::Language;
@@ -42,6 +43,8 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
     /// Largest request body on the JSON door.
     pub max_body_bytes: usize,
+    /// `/metrics`.
+    pub scrape: Scrape,
 }
 
 /// The router of both HTTP doors.
@@ -49,9 +52,32 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/labels", post(json_labels))
         .fallback(oss)
         .with_state(state)
+}
+
+/// The router of a metrics-only port (`--metrics-addr`): `/metrics` and nothing else.
+pub fn metrics_router(scrape: Scrape) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(scrape): State<Scrape>| async move { metrics_response(&scrape) }),
+        )
+        .with_state(scrape)
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    metrics_response(&state.scrape)
+}
+
+fn metrics_response(scrape: &Scrape) -> Response {
+    (
+        [(header::CONTENT_TYPE, observe::CONTENT_TYPE)],
+        scrape.render(),
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
@@ -156,12 +182,12 @@ fn respond(
 
 const JSON: &str = "application/json;charset=utf-8";
 
-fn xml_error(error: &HttpError, request_id: &str, host: &str) -> Response {
+fn xml_error(error: &HttpError, message: &str, request_id: &str, host: &str) -> Response {
     let code = error.code();
     let argument = error.argument();
     let body = error_xml(
         code,
-        &error.message(request_id),
+        message,
         request_id,
         host,
         argument.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -175,24 +201,76 @@ fn xml_error(error: &HttpError, request_id: &str, host: &str) -> Response {
     )
 }
 
-fn json_error(error: &HttpError, request_id: &str) -> Response {
+fn json_error(error: &HttpError, message: String, request_id: &str) -> Response {
     let code = error.code();
     let body = ErrorBody {
         code: code.name(),
-        message: error.message(request_id),
+        message,
         request_id: request_id.to_string(),
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     respond(status_of(code), JSON, json, request_id, Some(code))
 }
 
-fn json_labels_response(labels: LabelsResponse) -> Response {
-    match serde_json::to_vec(&labels) {
-        Ok(body) => respond(StatusCode::OK, JSON, body, &labels.request_id, None),
-        Err(e) => json_error(
-            &HttpError::Detect(DetectError::Internal(e.to_string())),
-            &labels.request_id,
-        ),
+/// The IMM body of a labelled image.
+fn json_labels_response(detection: Detection) -> Result<Response, HttpError> {
+    let labels = LabelsResponse {
+        labels: detection.labels,
+        request_id: detection.request_id,
+    };
+    let body = serde_json::to_vec(&labels)
+        .map_err(|e| HttpError::Detect(DetectError::Internal(e.to_string())))?;
+    Ok(respond(
+        StatusCode::OK,
+        JSON,
+        body,
+        &labels.request_id,
+        None,
+    ))
+}
+
+/// What a door produced before it became a response.
+enum Answer {
+    Labelled(Detection),
+    /// A response that needed no model (GetObject).
+    Served(Response),
+}
+
+/// Reports the answer to [`observe`] and turns it into the response; `error_response` renders
+/// an error in the door's format.
+fn finish(
+    door: Door,
+    request_id: &str,
+    received: Instant,
+    answer: Result<Answer, HttpError>,
+    error_response: impl FnOnce(&HttpError, String) -> Response,
+) -> Response {
+    let elapsed = received.elapsed();
+    match answer {
+        Ok(Answer::Labelled(detection)) => {
+            let outcome = Outcome::Labelled {
+                timings: &detection.timings,
+                labels: detection.labels.len(),
+            };
+            observe::answered(door, request_id, elapsed, outcome);
+            json_labels_response(detection).unwrap_or_else(|error| {
+                let message = error.message(request_id);
+                error_response(&error, message)
+            })
+        }
+        Ok(Answer::Served(response)) => {
+            observe::answered(door, request_id, elapsed, Outcome::Served);
+            response
+        }
+        Err(error) => {
+            let message = error.message(request_id);
+            let outcome = Outcome::Failed {
+                code: error.code(),
+                message: &message,
+            };
+            observe::answered(door, request_id, elapsed, outcome);
+            error_response(&error, message)
+        }
     }
 }
 
@@ -240,6 +318,7 @@ fn bucket_and_key(buckets: &Buckets, host: &str, path: &str) -> (Option<String>,
 }
 
 async fn oss(State(state): State<HttpState>, request: Request) -> Response {
+    let received = Instant::now();
     let request_id = new_request_id();
     let host = request
         .headers()
@@ -247,18 +326,14 @@ async fn oss(State(state): State<HttpState>, request: Request) -> Response {
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    match oss_inner(&state, request, &request_id, &host).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::info!(
-                request_id,
-                door = "oss",
-                code = error.code().name(),
-                "request failed"
-            );
-            xml_error(&error, &request_id, &host)
-        }
-    }
+    let answer = oss_inner(&state, request, &request_id, &host).await;
+    finish(
+        Door::Oss,
+        &request_id,
+        received,
+        answer,
+        |error, message| xml_error(error, &message, &request_id, &host),
+    )
 }
 
 async fn oss_inner(
@@ -266,7 +341,7 @@ async fn oss_inner(
     request: Request,
     request_id: &str,
     host: &str,
-) -> Result<Response, HttpError> {
+) -> Result<Answer, HttpError> {
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
         return Err(HttpError::Method(method));
@@ -301,7 +376,9 @@ async fn oss_inner(
         .map(|(_, v)| v.as_str())
         .collect();
     match processes.as_slice() {
-        [] => get_object(state, &bucket, &key, request_id, method == Method::HEAD).await,
+        [] => get_object(state, &bucket, &key, request_id, method == Method::HEAD)
+            .await
+            .map(Answer::Served),
         [process] => {
             let process = parse_process(process)?;
             let detection = state
@@ -317,10 +394,7 @@ async fn oss_inner(
                     deadline: None,
                 })
                 .await?;
-            Ok(json_labels_response(LabelsResponse {
-                labels: detection.labels,
-                request_id: detection.request_id,
-            }))
+            Ok(Answer::Labelled(detection))
         }
         _ => Err(HttpError::Argument {
             name: "x-oss-process",
@@ -368,19 +442,16 @@ async fn json_labels(
     params: Result<Query<JsonParams>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Response {
+    let received = Instant::now();
     let request_id = new_request_id();
-    match json_inner(&state, params, body, &request_id).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::info!(
-                request_id,
-                door = "json",
-                code = error.code().name(),
-                "request failed"
-            );
-            json_error(&error, &request_id)
-        }
-    }
+    let answer = json_inner(&state, params, body, &request_id).await;
+    finish(
+        Door::Json,
+        &request_id,
+        received,
+        answer,
+        |error, message| json_error(error, message, &request_id),
+    )
 }
 
 async fn json_inner(
@@ -388,7 +459,7 @@ async fn json_inner(
     params: Result<Query<JsonParams>, axum::extract::rejection::QueryRejection>,
     body: Body,
     request_id: &str,
-) -> Result<Response, HttpError> {
+) -> Result<Answer, HttpError> {
     let Query(params) = params.map_err(|e| HttpError::Argument {
         name: "query",
         reason: e.body_text(),
@@ -441,10 +512,7 @@ async fn json_inner(
             deadline: None,
         })
         .await?;
-    Ok(json_labels_response(LabelsResponse {
-        labels: detection.labels,
-        request_id: detection.request_id,
-    }))
+    Ok(Answer::Labelled(detection))
 }
 
 #[cfg(test)]

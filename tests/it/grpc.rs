@@ -15,7 +15,7 @@ use labeld::model::{Classifier, ModelKind};
 use labeld::pb::detect_image_labels_request::Source;
 use labeld::pb::image_labels_client::ImageLabelsClient;
 use labeld::pb::{DetectImageLabelsRequest, GetModelInfoRequest};
-use labeld::server::{ServeSettings, Server, SERVICE_NAME};
+use labeld::server::{Listeners, ServeSettings, Server, SERVICE_NAME};
 use labeld::source::Buckets;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -48,7 +48,12 @@ fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
 
 async fn start(models: Vec<Box<dyn Classifier>>, settings: ServeSettings) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(listener, None, models, taxonomy(), settings)
+    let listeners = Listeners {
+        grpc: listener,
+        http: None,
+        metrics: None,
+    };
+    Server::start(listeners, models, taxonomy(), settings)
         .await
         .unwrap()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use labeld::batcher::BatchConfig;
 use labeld::image::ImageLimits;
-use labeld::server::{ServeSettings, Server};
+use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -117,9 +117,18 @@ async fn start() -> Server {
         region: "cn-hangzhou".into(),
         language: labeld::taxonomy::Language::En,
     };
-    let server = Server::start(grpc, Some(web), vec![lite0()], taxonomy(), settings)
-        .await
-        .unwrap();
+    let server = Server::start(
+        Listeners {
+            grpc,
+            http: Some(web),
+            metrics: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        },
+        vec![lite0()],
+        taxonomy(),
+        settings,
+    )
+    .await
+    .unwrap();
     let addr = server.http_addr().unwrap();
     // Readiness is what the HTTP door reports; poll it (the server's own signal, not a sleep).
     for _ in 0..24_000 {
@@ -214,6 +223,93 @@ async fn health_json_door_and_anonymous_oss_requests() {
     );
     assert!(text.contains("<EC>"), "{text}");
 
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_answers_on_the_http_port_and_the_metrics_port() {
+    let server = start().await;
+    let addr = server.http_addr().unwrap();
+    let metrics_addr = server.metrics_addr().unwrap();
+    let ok = r#"labeld_requests_total{door="json",outcome="ok"}"#;
+    let bad = r#"labeld_requests_total{door="json",outcome="InvalidArgument"}"#;
+    let before = http(addr, "GET", "/metrics", &[], b"").await.text();
+
+    for _ in 0..2 {
+        let reply = http(addr, "POST", "/v1/labels", &[], &read_fixture("coffee.png")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let reply = http(
+        addr,
+        "POST",
+        "/v1/labels?threshold=2",
+        &[],
+        &read_fixture("coffee.png"),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+
+    for port in [addr, metrics_addr] {
+        let reply = http(port, "GET", "/metrics", &[], b"").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let after = reply.text();
+        // Other tests in this process share the recorder: they can only add to the counts.
+        let delta =
+            |series| sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0);
+        assert!(delta(ok) >= 2.0, "{after}");
+        assert!(delta(bad) >= 1.0, "{after}");
+        for (name, kind) in [
+            ("labeld_requests_total", "counter"),
+            ("labeld_request_duration_seconds", "histogram"),
+            ("labeld_decode_duration_seconds", "histogram"),
+            ("labeld_queue_duration_seconds", "histogram"),
+            ("labeld_inference_duration_seconds", "histogram"),
+            ("labeld_batch_size", "histogram"),
+            ("labeld_queue_depth", "gauge"),
+            ("labeld_inflight_requests", "gauge"),
+            ("labeld_inflight_limit", "gauge"),
+            ("labeld_ready", "gauge"),
+            ("labeld_model_info", "gauge"),
+            ("labeld_build_info", "gauge"),
+        ] {
+            assert!(
+                after.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}: {after}"
+            );
+            assert!(
+                after.contains(&format!("# HELP {name} ")),
+                "{name}: {after}"
+            );
+        }
+        assert!(after.contains(r#"labeld_request_duration_seconds_bucket{door="json",le="0.005"}"#));
+        assert!(after.contains(
+            r#"labeld_model_info{model="efficientnet-lite0",device="cpu",taxonomy_version=""#
+        ));
+        assert_eq!(sample(&after, "labeld_ready"), Some(1.0));
+    }
+    // The metrics port serves /metrics only.
+    let reply = http(
+        metrics_addr,
+        "POST",
+        "/v1/labels",
+        &[],
+        &read_fixture("coffee.png"),
+    )
+    .await;
+    assert_eq!(reply.status, 404);
     server.shutdown();
     server.wait().await.unwrap();
 }

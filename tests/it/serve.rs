@@ -1,4 +1,5 @@
-//! `labeld serve` as a process: SIGTERM under load answers every admitted request and exits 0.
+//! `labeld serve` as a process: SIGTERM under load answers every admitted request and exits 0;
+//! its JSON log has one line per answered request.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,8 +15,8 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::support::{read_fixture, root};
 
-/// Starts `labeld serve` on a free port and returns the child, its address (read from its log
-/// line, so no port is guessed) and a receiver of its later log lines.
+/// Starts `labeld serve` on a free port with JSON logs and returns the child, its address (read
+/// from its log line, so no port is guessed) and a receiver of its later log lines.
 fn spawn_server() -> (
     std::process::Child,
     String,
@@ -34,7 +35,7 @@ fn spawn_server() -> (
             "--max-queue",
             "256",
         ])
-        .args(["--drain-timeout-secs", "300"])
+        .args(["--drain-timeout-secs", "300", "--log-format", "json"])
         .env("LABELD_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -51,12 +52,10 @@ fn spawn_server() -> (
         let line = rx
             .recv_timeout(Duration::from_secs(300))
             .expect("the server logs its address");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        if let Some(addr) = event["addr"].as_str() {
+            break addr.to_string();
         }
     };
     (child, addr, rx)
@@ -134,7 +133,39 @@ async fn sigterm_under_load_answers_every_admitted_request_and_exits_0() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "labeld serve exit status");
     // It drained by itself (every call finished), not by giving up at the drain timeout.
-    let log: Vec<String> = log.try_iter().collect();
+    // Every line up to the end of its stderr (the reader thread ends there).
+    let log: Vec<String> = log.iter().collect();
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
     assert!(!log.iter().any(|l| l.contains("abandoning")), "{log:#?}");
+
+    // One JSON line per answered request, with its id, door, outcome and stage timings; no
+    // image bytes (a line stays short).
+    let events: Vec<serde_json::Value> = log
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e["target"] == "labeld::request")
+        .map(|e| {
+            assert_eq!(e["door"], "grpc", "{e}");
+            assert_eq!(e["outcome"], "ok", "{e}");
+            for field in [
+                "total_us",
+                "decode_us",
+                "queue_us",
+                "inference_us",
+                "batch",
+                "labels",
+            ] {
+                assert!(e[field].is_u64(), "{field} in {e}");
+            }
+            e["request_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    let mut want: Vec<String> = (0..40).map(|i| format!("load-{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(log.iter().all(|l| l.len() < 1000), "{log:#?}");
 }
