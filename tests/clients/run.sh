@@ -10,7 +10,10 @@
 #   4. grpc_client.py: health, GetModelInfo, DetectImageLabels, errors, the stream (grpcio);
 #   5. the same server through server reflection only, with protodial (no .proto given);
 #   6. oss_client.py: the OSS door with Alibaba's own SDKs, oss2 and alibabacloud-oss-v2;
-#   7. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
+#   7. Prometheus: `promtool check metrics` on a scrape, then a Prometheus server scraping labeld
+#      (with deploy/prometheus/alerts.yml loaded) must count through PromQL exactly the requests
+#      prometheus_check.py sends;
+#   8. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
 # The server and moto are killed on any failure. Exit status: 0 when everything passed.
 #
 # Environment: PYTHON (default python3), LABELD_CLIENTS_BIN (a labeld binary to use instead of
@@ -42,6 +45,7 @@ LOG=$TMP/server.log
 MOTO_LOG=$TMP/moto.log
 SERVER_PID=
 MOTO_PID=
+PROM_PID=
 WATCHDOG_PID=
 ok=0
 
@@ -52,6 +56,10 @@ cleanup() {
     echo "run.sh: killing labeld serve (pid $SERVER_PID)" >&2
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ -n $PROM_PID ]] && kill -0 "$PROM_PID" 2>/dev/null; then
+    kill -KILL "$PROM_PID" 2>/dev/null || true
+    wait "$PROM_PID" 2>/dev/null || true
   fi
   if [[ -n $MOTO_PID ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
     kill -TERM "$MOTO_PID" 2>/dev/null || true
@@ -314,7 +322,54 @@ for key in chelsea.png pics/coffee.png; do
 done
 echo "   moto_server answered 200 to $(grep -c "\"GET /$S3_BUCKET/" "$MOTO_LOG") GET(s) of $S3_BUCKET objects from labeld"
 
-# ---- 7. SIGTERM ------------------------------------------------------------------------------
+# ---- 7. Prometheus ---------------------------------------------------------------------------
+# After all that real traffic: promtool lints a scrape; then a real Prometheus server (Debian's
+# `prometheus`, installed here when missing) scrapes labeld every second with the alert rules of
+# deploy/prometheus loaded, and PromQL must count exactly the requests prometheus_check.py sends.
+step "Prometheus: promtool check metrics, a Prometheus server scraping labeld, PromQL counts"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "   installing Debian's prometheus package (promtool and the server)"
+  SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
+  $SUDO apt-get install -y --no-install-recommends prometheus >/dev/null 2>"$TMP/apt.log" \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; } \
+    || fail "cannot install prometheus: $(tail -n 3 "$TMP/apt.log")"
+fi
+echo "   $(promtool --version 2>&1 | head -n1)"
+"$VENV/bin/python" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=10).read())' \
+  "http://$HTTP_ADDR/metrics" >"$TMP/scrape.txt"
+promtool check metrics <"$TMP/scrape.txt" || fail "promtool check metrics found problems in labeld's /metrics"
+echo "   promtool check metrics: clean ($(grep -c '^labeld_' "$TMP/scrape.txt") labeld_ samples after the client tests)"
+RULES=$PWD/deploy/prometheus/alerts.yml
+RULE_COUNT=0
+PROM_RULES=
+if [[ -f $RULES ]]; then
+  RULE_COUNT=$(grep -cE '^\s*- alert:' "$RULES")
+  PROM_RULES="rule_files: ['$RULES']"
+fi
+PROM_PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+cat >"$TMP/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+$PROM_RULES
+scrape_configs:
+  - job_name: labeld
+    static_configs:
+      - targets: ['$HTTP_ADDR']
+YAML
+promtool check config "$TMP/prometheus.yml" >/dev/null || fail "promtool check config failed on the test's prometheus.yml"
+prometheus --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/prometheus-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" </dev/null >"$TMP/prometheus.log" 2>&1 &
+PROM_PID=$!
+"$VENV/bin/python" "$HERE/prometheus_check.py" --prometheus "http://127.0.0.1:$PROM_PORT" \
+  --labeld "http://$HTTP_ADDR" --fixtures-dir tests/fixtures --timeout "$READY_TIMEOUT" \
+  --expect-rules "$RULE_COUNT" \
+  || { tail -n 20 "$TMP/prometheus.log" >&2; fail "prometheus_check.py failed"; }
+kill -TERM "$PROM_PID" 2>/dev/null || true
+wait "$PROM_PID" 2>/dev/null || true
+PROM_PID=
+
+# ---- 8. SIGTERM ------------------------------------------------------------------------------
 step "SIGTERM: labeld must drain and exit 0 within ${STOP_TIMEOUT} s"
 # A watchdog SIGKILLs the server if it overstays; `wait` then reports 137, a failure.
 watchdog() {
