@@ -1,22 +1,19 @@
-//! Command-line interface: flag definitions and the `label` and `info` commands.
+//! Command-line interface: flag definitions for `label`, `serve` and `info`, and their wiring.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 use labeld::api::auth::Credentials;
 use labeld::batcher::BatchConfig;
-use labeld::error::{ErrorBody, ErrorCode};
 use labeld::image::ImageLimits;
+use labeld::label_files;
 use labeld::labeler::TAXONOMY_FILE;
 use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
-use labeld::labels::{LabelOptions, LabelsResponse, DEFAULT_THRESHOLD};
+use labeld::labels::{LabelOptions, DEFAULT_THRESHOLD};
 use labeld::model::{parse_device, Classifier, LiteClassifier, ModelKind};
-use labeld::request_id::new_request_id;
 use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use labeld::taxonomy::Language;
@@ -81,9 +78,21 @@ enum Command {
         /// Return at most this many labels per image.
         #[arg(long)]
         max_labels: Option<usize>,
-        /// Output: json (the IMM body per image) or jsonl (one line per image, with "File").
+        /// Output: json (the IMM body per image), jsonl (one line per image, with "File") or csv
+        /// (one row per label).
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+        /// Append answers to this file (jsonl or csv) instead of printing them; files already
+        /// answered in it are skipped, so an interrupted run resumes where it stopped.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Label only shard i of n (0 <= i < n): each file belongs to exactly one shard, so n
+        /// jobs (a Kubernetes Indexed Job) can split a folder between them.
+        #[arg(long, value_parser = label_files::Shard::parse)]
+        shard: Option<label_files::Shard>,
+        /// No progress bar (it is shown only when stderr is a terminal anyway).
+        #[arg(long, short)]
+        quiet: bool,
         /// Images per forward pass.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch_size: u16,
@@ -208,15 +217,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             language,
             max_labels,
             format,
+            output,
+            shard,
+            quiet,
             batch_size,
         } => {
             let labeler = model.load()?;
-            let options = LabelOptions {
-                threshold,
-                language,
-                max_labels,
+            let job = label_files::Job {
+                paths,
+                options: LabelOptions {
+                    threshold,
+                    language,
+                    max_labels,
+                },
+                batch_size: usize::from(batch_size),
+                format: format.into(),
+                shard,
+                output,
+                progress: !quiet,
             };
-            label_paths(&labeler, &paths, &options, usize::from(batch_size), format)
+            let summary = label_files::run(&labeler, &job)?;
+            if !quiet {
+                let shard = shard.map(|s| format!(" (shard {}/{})", s.index, s.count));
+                eprintln!("labeld: {summary}{}", shard.unwrap_or_default());
+            }
+            // Exit status 2 tells a pipeline that some images failed (the rest were labelled).
+            Ok(if summary.failed > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Serve(args) => serve(args),
         Command::Info { model } => {
@@ -242,7 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// How `label` prints its answers.
+/// How `label` writes its answers (see [`label_files::Format`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     /// Per image, the IMM body `{"Labels":[...],"RequestId":"..."}` (or an error body
@@ -250,150 +280,19 @@ enum Format {
     Json,
     /// One compact JSON object per line: the same bodies with `"File"` added.
     Jsonl,
+    /// One row per label (File,LabelName,LabelConfidence,LabelLevel,ParentLabelName,
+    /// CentricScore,Code,Message); a failed image gets one row with Code and Message.
+    Csv,
 }
 
-/// An answer with the file it is about, for `--format jsonl`.
-#[derive(Serialize)]
-struct FileLine<'a, T: Serialize> {
-    #[serde(rename = "File")]
-    file: String,
-    #[serde(flatten)]
-    body: &'a T,
-}
-
-fn print_answer<T: Serialize>(
-    out: &mut impl Write,
-    format: Format,
-    path: &Path,
-    body: &T,
-) -> anyhow::Result<()> {
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(body)?)?,
-        Format::Jsonl => {
-            let line = FileLine {
-                file: path.display().to_string(),
-                body,
-            };
-            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+impl From<Format> for label_files::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Json => label_files::Format::Json,
+            Format::Jsonl => label_files::Format::Jsonl,
+            Format::Csv => label_files::Format::Csv,
         }
     }
-    Ok(())
-}
-
-/// Labels every image under `paths`, printing one answer per image in input order. Returns exit
-/// code 2 when any image failed (the others are still labelled).
-fn label_paths(
-    labeler: &Labeler,
-    paths: &[PathBuf],
-    options: &LabelOptions,
-    batch_size: usize,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let files = collect_files(paths)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut failed = 0usize;
-    for chunk in files.chunks(batch_size) {
-        // Decode the chunk in parallel; then one forward pass for every image that decoded.
-        let prepared = parallel_map(chunk, threads, |path| {
-            let bytes = std::fs::read(path).map_err(|e| {
-                let code = if e.kind() == std::io::ErrorKind::NotFound {
-                    ErrorCode::NoSuchKey
-                } else {
-                    ErrorCode::InvalidArgument
-                };
-                (code, format!("cannot read {}: {e}", path.display()))
-            })?;
-            labeler
-                .prepare(&bytes)
-                .map_err(|e| (e.code(), e.to_string()))
-        });
-        let ok: Vec<_> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
-        let mut labelled = labeler.label(&ok, options)?.into_iter();
-        for (path, result) in chunk.iter().zip(prepared) {
-            let request_id = new_request_id();
-            match result {
-                Ok(_) => {
-                    let labels = labelled
-                        .next()
-                        .expect("one result per input. This is a bug.");
-                    let body = LabelsResponse { labels, request_id };
-                    print_answer(&mut out, format, path, &body)?;
-                }
-                Err((code, message)) => {
-                    failed += 1;
-                    let body = ErrorBody {
-                        code: code.name(),
-                        message,
-                        request_id,
-                    };
-                    print_answer(&mut out, format, path, &body)?;
-                }
-            }
-        }
-    }
-    out.flush()?;
-    if failed > 0 {
-        eprintln!("labeld: {failed} of {} images failed", files.len());
-        Ok(ExitCode::from(2))
-    } else {
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-/// Applies `f` to every item on up to `threads` scoped threads, keeping the order.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let per_thread = items.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per_thread)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a decode thread panicked. This is a bug."))
-            .collect()
-    })
-}
-
-/// Files named directly are always tried; folders are walked recursively (sorted) for files with
-/// an image extension.
-fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            walk(path, &mut files).with_context(|| format!("reading {}", path.display()))?;
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&path, files)?;
-        } else if kind.is_file() && has_image_extension(&path) {
-            files.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

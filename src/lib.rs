@@ -10,6 +10,7 @@
 //! - [`labels`]: prediction → IMM-shaped [`labels::Label`]s (aggregation, threshold, language).
 //! - [`centric`]: CentricScore from class activation maps.
 //! - [`labeler`]: the pipeline assembled in one process (used by the CLI).
+//! - [`label_files`]: `labeld label`: folders walked, sharded, resumed, written as json/jsonl/csv.
 //! - [`source`]: `oss://bucket/key` → bytes, from local-folder buckets.
 //! - [`batcher`]: the bounded queue and the model worker threads (dynamic batching).
 //! - [`detect`]: the transport-neutral use case every door calls.
@@ -30,6 +31,7 @@ pub mod centric;
 pub mod detect;
 pub mod error;
 pub mod image;
+pub mod label_files;
 pub mod labeler;
 pub mod labels;
 pub mod model;

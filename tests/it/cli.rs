@@ -124,3 +124,116 @@ fn info_reports_model_and_taxonomy() {
     assert!(info["categories"].as_u64().unwrap() >= 30);
     assert!(info["groups"].as_u64().unwrap() < info["labels_at_level_2"].as_u64().unwrap());
 }
+
+/// `--shard i/n` splits a folder between jobs with every file labelled exactly once, and
+/// `--output` resumes: a second run adds nothing, a torn last line is cut and redone.
+#[test]
+fn shards_split_a_folder_and_output_resumes() {
+    let dir = std::env::temp_dir().join(format!("labeld-shards-{}", std::process::id()));
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (i, name) in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::copy(fixture(name), photos.join(format!("{i}-{name}"))).unwrap();
+    }
+    std::fs::write(photos.join("4-broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let out = dir.join("labels.jsonl");
+    let run = |shard: &str| {
+        let result = labeld()
+            .args([
+                "label", "--model", "lite0", "--format", "jsonl", "--shard", shard,
+            ])
+            .arg("--output")
+            .arg(&out)
+            .arg(&photos)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+        // Piped stderr: a summary, no progress bar.
+        assert!(!stderr.contains('\r'), "{stderr}");
+        assert!(result.stdout.is_empty());
+        (result.status.code(), stderr)
+    };
+    let files = |text: &str| -> Vec<String> {
+        let mut files: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["File"].as_str().unwrap().to_string()
+            })
+            .collect();
+        files.sort();
+        files
+    };
+
+    let (code0, log0) = run("0/2");
+    let (code1, log1) = run("1/2");
+    // Exactly one of the two shards has the broken file: that one exits 2.
+    let mut codes = [code0, code1];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(2)], "{log0}\n{log1}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let all = files(&text);
+    assert_eq!(all.len(), 5, "{text}");
+    all.windows(2)
+        .for_each(|w| assert_ne!(w[0], w[1], "{text}"));
+    assert!(log0.contains("of 5 files found"), "{log0}");
+
+    // Resuming adds nothing.
+    let (_, log) = run("0/2");
+    assert!(log.contains("labelled 0, failed 0"), "{log}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+
+    // A run killed mid-line: the torn line is cut and its file labelled again.
+    let kept: Vec<&str> = text.lines().collect();
+    let torn = format!("{}\n{}", kept[..4].join("\n"), &kept[4][..10]);
+    std::fs::write(&out, torn).unwrap();
+    let redo_shard = ["0/2", "1/2"]
+        .into_iter()
+        .find(|s| {
+            let (_, log) = run(s);
+            log.contains("labelled 1") || log.contains("failed 1")
+        })
+        .expect("one shard redoes the cut file");
+    let after = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(files(&after), all, "{after} (redone by shard {redo_shard})");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn csv_has_one_row_per_label_and_one_per_failure() {
+    let out = labeld()
+        .args([
+            "label",
+            "--model",
+            "lite0",
+            "--format",
+            "csv",
+            "--threshold",
+            "0.3",
+        ])
+        .arg(fixture("chelsea.png"))
+        .arg(fixture("README.md"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        rows[0],
+        "File,LabelName,LabelConfidence,LabelLevel,ParentLabelName,CentricScore,Code,Message"
+    );
+    let cat = rows
+        .iter()
+        .find(|r| r.contains(",Cat,"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(cat.contains(",2,Animal,"), "{cat}");
+    let failed = rows.last().unwrap();
+    assert!(
+        failed.ends_with("only JPEG and PNG are accepted"),
+        "{failed}"
+    );
+    assert!(failed.contains(",InvalidArgument,"), "{failed}");
+}
