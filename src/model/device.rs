@@ -42,6 +42,22 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
     }
 }
 
+/// Sizes the CPU compute pool (rayon's global pool, where candle's CPU kernels and ours run)
+/// to `threads`, by default the CPUs this process may use: `available_parallelism` counts the
+/// container's CPU quota (cgroup `cpu.max`) and affinity mask, so a pod limited to 2 CPUs on a
+/// 64-core node computes on 2 threads instead of thrashing. Returns the pool's size; only the
+/// first call in a process takes effect.
+pub fn init_threads(threads: Option<usize>) -> usize {
+    let n = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("labeld-compute-{i}"))
+        .build_global();
+    rayon::current_num_threads()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

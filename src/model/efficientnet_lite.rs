@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::depthwise::DepthwiseConv;
+use super::nhwc::{Depthwise, GlobalAvgPool, Pointwise, Stem};
 use super::ModelError;
 
 /// BatchNorm epsilon of the TF EfficientNet-Lite checkpoints.
@@ -42,8 +42,74 @@ struct ConvBn {
     stride: usize,
     groups: usize,
     relu6: bool,
-    /// The fused CPU kernel for depthwise layers (candle's grouped conv is used on GPUs).
-    cpu_depthwise: Option<DepthwiseConv>,
+    /// On the CPU, the channels-last op that runs this layer (GPUs use `weight` and `bias`).
+    cpu: Option<CpuLayer>,
+}
+
+/// A layer's channels-last CPU op (see [`super::nhwc`]).
+#[derive(Debug)]
+enum CpuLayer {
+    Stem(Stem),
+    Pointwise(Pointwise),
+    Depthwise(Depthwise),
+}
+
+impl CpuLayer {
+    /// Rearranges folded NCHW weights `[C_out, C_in / groups, k, k]` for the NHWC ops.
+    fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        depthwise: bool,
+        relu6: bool,
+    ) -> Result<CpuLayer, ModelError> {
+        let (c_out, c_in, k, _) = weight.dims4()?;
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+        let taps = k * k;
+        if depthwise {
+            let mut weight = vec![0f32; taps * c_out];
+            for c in 0..c_out {
+                for t in 0..taps {
+                    weight[t * c_out + c] = w[c * taps + t];
+                }
+            }
+            return Ok(CpuLayer::Depthwise(Depthwise {
+                weight,
+                bias,
+                channels: c_out,
+                kernel: k,
+                stride,
+                relu6,
+                allow_avx512: true,
+            }));
+        }
+        if k == 1 && stride == 1 {
+            let mut weight = vec![0f32; c_in * c_out];
+            for co in 0..c_out {
+                for ci in 0..c_in {
+                    weight[ci * c_out + co] = w[co * c_in + ci];
+                }
+            }
+            return Ok(CpuLayer::Pointwise(Pointwise::new(
+                weight, bias, c_in, c_out, relu6,
+            )));
+        }
+        if !relu6 {
+            return Err(ModelError::Layout("a full convolution without ReLU6"));
+        }
+        let mut weight = vec![0f32; taps * c_in * c_out];
+        for co in 0..c_out {
+            for ci in 0..c_in {
+                for t in 0..taps {
+                    weight[(t * c_in + ci) * c_out + co] = w[(co * c_in + ci) * taps + t];
+                }
+            }
+        }
+        Ok(CpuLayer::Stem(Stem::new(
+            weight, bias, c_in, c_out, k, stride,
+        )))
+    }
 }
 
 impl ConvBn {
@@ -65,18 +131,12 @@ impl ConvBn {
         let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let bias = (beta - (mean * &scale)?)?.reshape((c_out, 1, 1))?;
-        let cpu_depthwise = match (depthwise, device) {
-            (true, Device::Cpu) => Some(DepthwiseConv {
-                weight: weight.flatten_all()?.to_vec1::<f32>()?,
-                bias: bias.flatten_all()?.to_vec1::<f32>()?,
-                kernel,
-                stride,
-                relu6,
-            }),
+        let cpu = match device {
+            Device::Cpu => Some(CpuLayer::new(&weight, &bias, stride, depthwise, relu6)?),
             _ => None,
         };
         Ok(ConvBn {
-            cpu_depthwise,
+            cpu,
             weight: weight.to_device(device)?,
             bias: bias.to_device(device)?,
             kernel,
@@ -86,10 +146,8 @@ impl ConvBn {
         })
     }
 
+    /// The layer on an NCHW tensor with candle's own ops (GPUs).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(op) = &self.cpu_depthwise {
-            return x.contiguous()?.apply_op1_no_bwd(op);
-        }
         let x = same_pad(x, self.kernel, self.stride)?;
         let y = x
             .conv2d(&self.weight, 0, self.stride, 1, self.groups)?
@@ -155,6 +213,8 @@ pub struct EfficientNetLite {
     fc_weight: Tensor,
     /// `[classes]`.
     fc_bias: Tensor,
+    /// CPU activation buffers (unused on GPUs).
+    workspace: std::sync::Mutex<Workspace>,
 }
 
 impl EfficientNetLite {
@@ -244,6 +304,7 @@ impl EfficientNetLite {
             head,
             fc_weight,
             fc_bias,
+            workspace: std::sync::Mutex::default(),
         })
     }
 
@@ -262,6 +323,9 @@ impl EfficientNetLite {
     /// # Errors
     /// Any candle error (shape mismatch, device failure).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        if self.stem.cpu.is_some() {
+            return self.forward_cpu(x);
+        }
         let mut x = self.stem.forward(x)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
@@ -272,6 +336,137 @@ impl EfficientNetLite {
             .matmul(&self.fc_weight.t()?)?
             .broadcast_add(&self.fc_bias)?;
         Ok((logits.to_dtype(DType::F32)?, features))
+    }
+}
+
+/// Activation buffers reused from one CPU forward pass to the next. Allocating a layer's output
+/// afresh (tens of MB at batch 8) costs a page fault per 4 KiB on first touch, about a fifth of
+/// the pass; these grow to the largest batch once (at warm-up) and then stay, so the resident
+/// memory of a warm server is flat.
+#[derive(Debug, Default)]
+struct Workspace {
+    /// The current activation, the expansion's output, the depthwise output.
+    buffers: [Vec<f32>; 3],
+    /// The stem's image-to-columns scratch.
+    columns: Vec<f32>,
+}
+
+fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// The whole CPU network body (stem to head) as one candle op over [`Workspace`] buffers:
+/// NCHW images in, the head's NHWC feature map out.
+struct CpuBody<'a> {
+    net: &'a EfficientNetLite,
+}
+
+fn cpu_layer<'a>(layer: &'a ConvBn, name: &str) -> candle_core::Result<&'a CpuLayer> {
+    layer
+        .cpu
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: no CPU op")))
+}
+
+impl candle_core::CustomOp1 for CpuBody<'_> {
+    fn name(&self) -> &'static str {
+        "efficientnet-lite-body-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("the CPU network takes f32 input");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("input not contiguous".into()))?;
+        let input = &data[start..end];
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let mut guard = self
+            .net
+            .workspace
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("a forward pass panicked".into()))?;
+        let Workspace { buffers, columns } = &mut *guard;
+        let [cur, expanded, filtered] = buffers;
+
+        let CpuLayer::Stem(stem) = cpu_layer(&self.net.stem, "stem")? else {
+            candle_core::bail!("the first layer is not a stem");
+        };
+        let mut dims = stem.out_dims([n, c, h, w])?;
+        stem.run_into(
+            input,
+            [n, c, h, w],
+            columns,
+            grown(cur, dims.iter().product()),
+        )?;
+        for block in &self.net.blocks {
+            let x_dims = dims;
+            let mut d = x_dims;
+            // Expansion (if any): cur -> expanded.
+            let dw_input: &[f32] = match &block.expand {
+                Some(expand) => {
+                    let CpuLayer::Pointwise(op) = cpu_layer(expand, "expand")? else {
+                        candle_core::bail!("expansion is not pointwise");
+                    };
+                    let out = op.out_dims(d)?;
+                    op.run_into(cur, d, None, grown(expanded, out.iter().product()))?;
+                    d = out;
+                    expanded
+                }
+                None => cur,
+            };
+            let CpuLayer::Depthwise(op) = cpu_layer(&block.depthwise, "depthwise")? else {
+                candle_core::bail!("not a depthwise layer");
+            };
+            let out = op.out_dims(d)?;
+            // `dw_input` borrows `cur` or `expanded`, never `filtered`.
+            let len = out.iter().product();
+            if filtered.len() < len {
+                filtered.resize(len, 0.0);
+            }
+            op.run_into(dw_input, d, &mut filtered[..len])?;
+            d = out;
+            // Projection (+ the block's input): filtered -> expanded, which then becomes cur.
+            let CpuLayer::Pointwise(op) = cpu_layer(&block.project, "project")? else {
+                candle_core::bail!("projection is not pointwise");
+            };
+            let out = op.out_dims(d)?;
+            let residual = block.residual.then_some(&cur[..x_dims.iter().product()]);
+            op.run_into(filtered, d, residual, grown(expanded, out.iter().product()))?;
+            std::mem::swap(cur, expanded);
+            dims = out;
+        }
+        let CpuLayer::Pointwise(head) = cpu_layer(&self.net.head, "head")? else {
+            candle_core::bail!("the head is not pointwise");
+        };
+        let out = head.out_dims(dims)?;
+        // The feature map leaves the workspace: it is returned (and kept for CentricScore).
+        let mut features = vec![0f32; out.iter().product()];
+        head.run_into(cur, dims, None, &mut features)?;
+        Ok((
+            candle_core::CpuStorage::F32(features),
+            candle_core::Shape::from(out.to_vec()),
+        ))
+    }
+}
+
+impl EfficientNetLite {
+    /// The CPU path: channels-last from the stem (which reads the NCHW input) to the head.
+    fn forward_cpu(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let features = x.contiguous()?.apply_op1_no_bwd(&CpuBody { net: self })?;
+        let pooled = features.apply_op1_no_bwd(&GlobalAvgPool)?;
+        let logits = pooled
+            .matmul(&self.fc_weight.t()?)?
+            .broadcast_add(&self.fc_bias)?;
+        Ok((logits, features.permute((0, 3, 1, 2))?))
     }
 }
 

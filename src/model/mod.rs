@@ -5,15 +5,17 @@
 //! classifier can be added here without touching the pipeline or the front doors. Its methods are
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
-mod depthwise;
+mod depthwise512;
 mod device;
 mod efficientnet_lite;
+mod nhwc;
+mod pointwise512;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-pub use device::{parse_device, DeviceError};
+pub use device::{init_threads, parse_device, DeviceError};
 pub use efficientnet_lite::EfficientNetLite;
 
 /// Models this build knows how to load.

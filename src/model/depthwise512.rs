@@ -1,0 +1,124 @@
+//! The depthwise kxk convolution on CPUs with AVX-512, channels-last.
+//!
+//! One output row at a time: for each group of 16 channels the k*k taps' weights are loaded
+//! into registers once, then the row's pixels are swept, each one `k*k` fused multiply-adds of
+//! 16 channels read straight from the input (no padded copy; taps outside the image are
+//! skipped, and interior pixels take a path with no bounds checks at all). Bias and ReLU6 are
+//! applied before the single store. The last group of a channel count that is not a multiple
+//! of 16 uses masked loads and stores.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+/// The shape of one depthwise layer's input and output.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub channels: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub ow: usize,
+}
+
+/// Output row `oy` of one image, interior pixels `R` at a time. `input` is the image (`h * w * channels`), `out` the row
+/// (`ow * channels`), `weight` is `[tap][channel]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F, and the slices must have the sizes above.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn row<const K: usize, const R: usize>(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    relu6: bool,
+    oy: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(input.len() >= g.h * g.w * g.channels);
+    debug_assert!(out.len() >= g.ow * g.channels);
+    let c = g.channels;
+    let s = g.stride;
+    let y0 = (oy * s) as isize - g.pad_top as isize;
+    let ky_lo = (-y0).max(0) as usize;
+    let ky_hi = K.min((g.h as isize - y0).max(0) as usize);
+    // Output columns whose whole window is inside the image: [ox_lo, ox_hi).
+    let ox_lo = g.pad_left.div_ceil(s);
+    let ox_hi = if g.w + g.pad_left >= K {
+        ((g.w + g.pad_left - K) / s + 1).min(g.ow)
+    } else {
+        0
+    }
+    .max(ox_lo);
+    let full_rows = ky_lo == 0 && ky_hi == K;
+    let zero = _mm512_setzero_ps();
+    let six = _mm512_set1_ps(6.0);
+    let inp = input.as_ptr();
+    let dst = out.as_mut_ptr();
+    let mut c0 = 0;
+    while c0 < c {
+        let lanes = (c - c0).min(16);
+        let mask: __mmask16 = if lanes == 16 {
+            0xFFFF
+        } else {
+            (1u16 << lanes) - 1
+        };
+        let mut wr = [[zero; K]; K];
+        for (ky, wrow) in wr.iter_mut().enumerate() {
+            for (kx, wv) in wrow.iter_mut().enumerate() {
+                *wv = _mm512_maskz_loadu_ps(mask, weight.as_ptr().add((ky * K + kx) * c + c0));
+            }
+        }
+        let b = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0));
+        let finish = |acc: __m512| {
+            if relu6 {
+                _mm512_min_ps(_mm512_max_ps(acc, zero), six)
+            } else {
+                acc
+            }
+        };
+        // `R` output pixels at a time, so that `R` independent accumulator chains hide the
+        // fused multiply-add latency. Groups wholly inside the image take the unchecked path;
+        // the others skip taps outside the image (and the last group stores only real pixels).
+        let mut ox = 0;
+        while ox < g.ow {
+            let mut acc = [b; R];
+            if full_rows && ox >= ox_lo && ox + R <= ox_hi {
+                let base = inp.add(((y0 as usize) * g.w + ox * s - g.pad_left) * c + c0);
+                for (ky, wrow) in wr.iter().enumerate() {
+                    for (kx, &wv) in wrow.iter().enumerate() {
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let x =
+                                _mm512_maskz_loadu_ps(mask, base.add((ky * g.w + kx + r * s) * c));
+                            *a = _mm512_fmadd_ps(x, wv, *a);
+                        }
+                    }
+                }
+            } else {
+                for (ky, wrow) in wr.iter().enumerate() {
+                    if ky < ky_lo || ky >= ky_hi {
+                        continue;
+                    }
+                    let line = inp.add(((y0 + ky as isize) as usize) * g.w * c + c0);
+                    for (kx, &wv) in wrow.iter().enumerate() {
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let ix = ((ox + r) * s + kx) as isize - g.pad_left as isize;
+                            if ix >= 0 && (ix as usize) < g.w {
+                                let x = _mm512_maskz_loadu_ps(mask, line.add(ix as usize * c));
+                                *a = _mm512_fmadd_ps(x, wv, *a);
+                            }
+                        }
+                    }
+                }
+            }
+            for (r, &a) in acc.iter().enumerate().take(g.ow - ox) {
+                _mm512_mask_storeu_ps(dst.add((ox + r) * c + c0), mask, finish(a));
+            }
+            ox += R;
+        }
+        c0 += 16;
+    }
+}

@@ -1,0 +1,833 @@
+//! EfficientNet-Lite's layers as candle CPU ops on channels-last (NHWC) tensors.
+//!
+//! Why channels-last: a 1x1 ("pointwise") convolution, 90 % of the network's arithmetic, is then
+//! a plain matrix product `[pixels, C_in] x [C_in, C_out]` on the tensor as it lies in memory: no
+//! im2col, no transposes. A depthwise convolution reads each tap as a run of contiguous channels,
+//! which vectorises. So the CPU path keeps activations NHWC from the stem to the head, and each
+//! layer is one op with its folded-BatchNorm bias, ReLU6 and (for a block's projection) the
+//! residual add fused into the pass that produces its output, while the output tile is still in
+//! cache. GPU devices keep candle's own NCHW ops.
+//!
+//! Weights are rearranged once at load: pointwise `[C_in][C_out]`, depthwise `[tap][C]`, stem
+//! `[tap][C_in][C_out]`. Padding is TensorFlow's "SAME" (extra row/column at the bottom/right);
+//! out-of-image taps are skipped, never materialised.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use rayon::prelude::*;
+
+/// TF "SAME" geometry for one axis: `(output size, padding before)`.
+pub fn same(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let pad = ((out - 1) * stride + kernel).saturating_sub(size);
+    (out, pad / 2)
+}
+
+/// A layer's output buffer (only the per-layer ops allocate one; the network reuses its own).
+fn output_buffer(len: usize) -> Vec<f32> {
+    vec![0f32; len]
+}
+
+fn dims4(shape: &Shape) -> Result<[usize; 4]> {
+    let (a, b, c, d) = shape.dims4()?;
+    Ok([a, b, c, d])
+}
+
+fn check_len(what: &str, slice: &[f32], want: usize) -> Result<()> {
+    if slice.len() < want {
+        candle_core::bail!("{what}: {} values, need {want}", slice.len());
+    }
+    Ok(())
+}
+
+fn f32_input<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 is supported on the CPU");
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input not contiguous")))?;
+    Ok(&data[start..end])
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(acc: f32, x: f32, w: f32) -> f32 {
+    if FMA {
+        x.mul_add(w, acc)
+    } else {
+        acc + x * w
+    }
+}
+
+#[inline(always)]
+fn relu6(v: f32) -> f32 {
+    v.clamp(0.0, 6.0)
+}
+
+/// True when the CPU can run the FMA copies of the loops.
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+// ---- pointwise (1x1) -----------------------------------------------------------------------
+
+/// A 1x1 convolution with folded bias and optional ReLU6: `[P, C_in] x [C_in, C_out] + b`. As
+/// a [`CustomOp2`] the second input is added before the output is written (a block's residual).
+#[derive(Debug, Clone)]
+pub struct Pointwise {
+    /// `c_in * c_out`, row `ci` holds the weights from input channel `ci` to every output.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub relu6: bool,
+    /// The same weights packed for the AVX-512 kernel, on CPUs that have it.
+    #[cfg(target_arch = "x86_64")]
+    pub avx512: Option<super::pointwise512::Packed>,
+}
+
+impl Pointwise {
+    /// A pointwise layer from `[c_in][c_out]` weights.
+    pub fn new(weight: Vec<f32>, bias: Vec<f32>, c_in: usize, c_out: usize, relu6: bool) -> Self {
+        Pointwise {
+            #[cfg(target_arch = "x86_64")]
+            avx512: super::pointwise512::available()
+                .then(|| super::pointwise512::Packed::new(&weight, &bias, c_in, c_out)),
+            weight,
+            bias,
+            c_in,
+            c_out,
+            relu6,
+        }
+    }
+
+    /// Rows per tile: an output tile of about 64 KiB stays in L2 while its bias, residual and
+    /// ReLU6 are applied; at least 32 rows so that packing the weights (once per tile, by the
+    /// GEMM) stays small against the tile's arithmetic.
+    fn tile_rows(&self) -> usize {
+        (16_384 / self.c_out).clamp(32, 1024)
+    }
+
+    /// The output shape for an input of shape `dims` (NHWC).
+    pub fn out_dims(&self, dims: [usize; 4]) -> Result<[usize; 4]> {
+        let [n, h, w, c] = dims;
+        if c != self.c_in {
+            candle_core::bail!(
+                "pointwise: {c} input channels, weights expect {}",
+                self.c_in
+            );
+        }
+        Ok([n, h, w, self.c_out])
+    }
+
+    /// Writes the layer's output for `input` (`dims`, NHWC) into `output` (plus `residual`).
+    pub fn run_into(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> Result<[usize; 4]> {
+        let out_dims = self.out_dims(dims)?;
+        let pixels = dims[0] * dims[1] * dims[2];
+        check_len("pointwise input", input, pixels * self.c_in)?;
+        check_len("pointwise output", output, pixels * self.c_out)?;
+        if let Some(r) = residual {
+            check_len("pointwise residual", r, pixels * self.c_out)?;
+        }
+        let output = &mut output[..pixels * self.c_out];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.avx512 {
+            packed.run(input, residual, output, pixels, self.relu6);
+            return Ok(out_dims);
+        }
+        let rows = self.tile_rows();
+        output
+            .par_chunks_mut(rows * self.c_out)
+            .enumerate()
+            .for_each(|(tile, out)| {
+                let first = tile * rows;
+                let m = out.len() / self.c_out;
+                for (r, row) in out.chunks_exact_mut(self.c_out).enumerate() {
+                    row.copy_from_slice(&self.bias);
+                    if let Some(res) = residual {
+                        let res = &res[(first + r) * self.c_out..][..self.c_out];
+                        row.iter_mut().zip(res).for_each(|(o, x)| *o += x);
+                    }
+                }
+                let lhs = &input[first * self.c_in..(first + m) * self.c_in];
+                // SAFETY: `out` is `m x c_out`, `lhs` is `m x c_in`, `weight` is `c_in x c_out`,
+                // all row-major with the strides given; the slices are live and disjoint.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        self.c_out,
+                        self.c_in,
+                        out.as_mut_ptr(),
+                        1,
+                        self.c_out as isize,
+                        true,
+                        lhs.as_ptr(),
+                        1,
+                        self.c_in as isize,
+                        self.weight.as_ptr(),
+                        1,
+                        self.c_out as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                if self.relu6 {
+                    out.iter_mut().for_each(|v| *v = relu6(*v));
+                }
+            });
+        Ok(out_dims)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        shape: &Shape,
+        residual: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(shape)?;
+        let out_dims = self.out_dims(dims)?;
+        let mut output = output_buffer(out_dims.iter().product());
+        self.run_into(input, dims, residual, &mut output)?;
+        Ok((CpuStorage::F32(output), Shape::from(out_dims.to_vec())))
+    }
+}
+
+impl CustomOp1 for Pointwise {
+    fn name(&self) -> &'static str {
+        "nhwc-pointwise"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(storage, layout, "pointwise")?;
+        self.run(input, layout.shape(), None)
+    }
+}
+
+impl CustomOp2 for Pointwise {
+    fn name(&self) -> &'static str {
+        "nhwc-pointwise-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(s1, l1, "pointwise")?;
+        let residual = f32_input(s2, l2, "pointwise residual")?;
+        let (n, h, w, _) = l1.shape().dims4()?;
+        if l2.shape().dims() != [n, h, w, self.c_out] {
+            candle_core::bail!("pointwise: residual shape {:?}", l2.shape());
+        }
+        self.run(input, l1.shape(), Some(residual))
+    }
+}
+
+// ---- depthwise -----------------------------------------------------------------------------
+
+/// A depthwise kxk convolution (one filter per channel) with folded bias and optional ReLU6.
+#[derive(Debug, Clone)]
+pub struct Depthwise {
+    /// `kernel * kernel * channels`: tap `ky * kernel + kx`, then channel.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub relu6: bool,
+    /// Use the AVX-512 kernel when the CPU has it (tests turn it off to check the other one).
+    pub allow_avx512: bool,
+}
+
+/// Channels handled together: two AVX registers of accumulators.
+const LANES: usize = 16;
+
+struct DepthwiseRow<'a> {
+    op: &'a Depthwise,
+    input: &'a [f32],
+    h: usize,
+    w: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+impl DepthwiseRow<'_> {
+    /// Output row `oy` of image `image` into `out` (`ow * channels`).
+    #[inline(always)]
+    fn compute<const FMA: bool>(&self, image: usize, oy: usize, out: &mut [f32]) {
+        let op = self.op;
+        let (k, s, c) = (op.kernel, op.stride, op.channels);
+        let y0 = (oy * s) as isize - self.pad_top as isize;
+        let ky_lo = (-y0).max(0) as usize;
+        let ky_hi = k.min((self.h as isize - y0).max(0) as usize);
+        let plane = &self.input[image * self.h * self.w * c..][..self.h * self.w * c];
+        for (ox, px) in out.chunks_exact_mut(c).enumerate() {
+            let x0 = (ox * s) as isize - self.pad_left as isize;
+            let kx_lo = (-x0).max(0) as usize;
+            let kx_hi = k.min((self.w as isize - x0).max(0) as usize);
+            let mut c0 = 0;
+            while c0 + LANES <= c {
+                let mut acc = [0f32; LANES];
+                acc.copy_from_slice(&op.bias[c0..c0 + LANES]);
+                for ky in ky_lo..ky_hi {
+                    let iy = (y0 + ky as isize) as usize;
+                    for kx in kx_lo..kx_hi {
+                        let ix = (x0 + kx as isize) as usize;
+                        let src = &plane[(iy * self.w + ix) * c + c0..][..LANES];
+                        let tap = &op.weight[(ky * k + kx) * c + c0..][..LANES];
+                        for l in 0..LANES {
+                            acc[l] = madd::<FMA>(acc[l], src[l], tap[l]);
+                        }
+                    }
+                }
+                let dst = &mut px[c0..c0 + LANES];
+                for l in 0..LANES {
+                    dst[l] = if op.relu6 { relu6(acc[l]) } else { acc[l] };
+                }
+                c0 += LANES;
+            }
+            for ch in c0..c {
+                let mut acc = op.bias[ch];
+                for ky in ky_lo..ky_hi {
+                    let iy = (y0 + ky as isize) as usize;
+                    for kx in kx_lo..kx_hi {
+                        let ix = (x0 + kx as isize) as usize;
+                        acc = madd::<FMA>(
+                            acc,
+                            plane[(iy * self.w + ix) * c + ch],
+                            op.weight[(ky * k + kx) * c + ch],
+                        );
+                    }
+                }
+                px[ch] = if op.relu6 { relu6(acc) } else { acc };
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn compute_fma(&self, image: usize, oy: usize, out: &mut [f32]) {
+        self.compute::<true>(image, oy, out);
+    }
+}
+
+impl CustomOp1 for Depthwise {
+    fn name(&self) -> &'static str {
+        "nhwc-depthwise"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(storage, layout, "depthwise")?;
+        let dims = dims4(layout.shape())?;
+        let out_dims = self.out_dims(dims)?;
+        let mut output = output_buffer(out_dims.iter().product());
+        self.run_into(input, dims, &mut output)?;
+        Ok((CpuStorage::F32(output), Shape::from(out_dims.to_vec())))
+    }
+}
+
+impl Depthwise {
+    /// The output shape for an input of shape `dims` (NHWC).
+    pub fn out_dims(&self, dims: [usize; 4]) -> Result<[usize; 4]> {
+        let [n, h, w, c] = dims;
+        if c != self.channels {
+            candle_core::bail!("depthwise: {c} channels, weights expect {}", self.channels);
+        }
+        let (oh, _) = same(h, self.kernel, self.stride);
+        let (ow, _) = same(w, self.kernel, self.stride);
+        Ok([n, oh, ow, c])
+    }
+
+    /// Writes the layer's output for `input` (`dims`, NHWC) into `output`.
+    pub fn run_into(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        output: &mut [f32],
+    ) -> Result<[usize; 4]> {
+        let out_dims = self.out_dims(dims)?;
+        let [n, h, w, c] = dims;
+        let [_, oh, ow, _] = out_dims;
+        check_len("depthwise input", input, n * h * w * c)?;
+        check_len("depthwise output", output, n * oh * ow * c)?;
+        let output = &mut output[..n * oh * ow * c];
+        let (_, pad_top) = same(h, self.kernel, self.stride);
+        let (_, pad_left) = same(w, self.kernel, self.stride);
+        let row = DepthwiseRow {
+            op: self,
+            input,
+            h,
+            w,
+            pad_top,
+            pad_left,
+        };
+        let fma = has_fma();
+        #[cfg(target_arch = "x86_64")]
+        if self.allow_avx512 && super::pointwise512::available() && matches!(self.kernel, 3 | 5) {
+            let g = super::depthwise512::Geometry {
+                h,
+                w,
+                channels: c,
+                stride: self.stride,
+                pad_top,
+                pad_left,
+                ow,
+            };
+            output
+                .par_chunks_mut(ow * c)
+                .enumerate()
+                .for_each(|(r, out)| {
+                    let (image, oy) = (r / oh, r % oh);
+                    let plane = &input[image * h * w * c..][..h * w * c];
+                    let (wt, b) = (&self.weight, &self.bias);
+                    // SAFETY: AVX-512F is present; `plane` and `out` have the sizes `row` needs.
+                    unsafe {
+                        if self.kernel == 3 {
+                            super::depthwise512::row::<3, 8>(&g, plane, wt, b, self.relu6, oy, out);
+                        } else {
+                            super::depthwise512::row::<5, 4>(&g, plane, wt, b, self.relu6, oy, out);
+                        }
+                    }
+                });
+            return Ok(out_dims);
+        }
+        output
+            .par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(r, out)| {
+                let (image, oy) = (r / oh, r % oh);
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+                    unsafe { row.compute_fma(image, oy, out) };
+                    return;
+                }
+                let _ = fma;
+                row.compute::<false>(image, oy, out);
+            });
+        Ok(out_dims)
+    }
+}
+
+// ---- stem ----------------------------------------------------------------------------------
+
+/// The first convolution (kxk, stride 2, 3 input channels) with folded bias and ReLU6. Its input
+/// is the NCHW image batch as preprocessing produces it; its output is NHWC.
+#[derive(Debug, Clone)]
+pub struct Stem {
+    /// `kernel * kernel * c_in * c_out`: tap, input channel, then output channel.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// The weights as a `[tap * c_in][c_out]` matrix for the AVX-512 kernel, which runs the
+    /// stem as an image-to-columns copy plus one matrix product.
+    #[cfg(target_arch = "x86_64")]
+    pub avx512: Option<super::pointwise512::Packed>,
+}
+
+impl Stem {
+    /// A stem from `[tap][c_in][c_out]` weights.
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Self {
+        Stem {
+            #[cfg(target_arch = "x86_64")]
+            avx512: super::pointwise512::available().then(|| {
+                super::pointwise512::Packed::new(&weight, &bias, kernel * kernel * c_in, c_out)
+            }),
+            weight,
+            bias,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+        }
+    }
+
+    /// The `k * k * c_in` input values under output pixel (oy, ox), zero outside the image.
+    fn patch(
+        &self,
+        plane: &[f32],
+        (h, w): (usize, usize),
+        pads: (usize, usize),
+        (oy, ox): (usize, usize),
+        dst: &mut [f32],
+    ) {
+        let (k, s) = (self.kernel, self.stride);
+        let y0 = (oy * s) as isize - pads.0 as isize;
+        let x0 = (ox * s) as isize - pads.1 as isize;
+        for ky in 0..k {
+            let iy = y0 + ky as isize;
+            for kx in 0..k {
+                let ix = x0 + kx as isize;
+                let inside = iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize;
+                for ci in 0..self.c_in {
+                    dst[(ky * k + kx) * self.c_in + ci] = if inside {
+                        plane[(ci * h + iy as usize) * w + ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn row<const FMA: bool>(
+        &self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        pads: (usize, usize),
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        let (k, s, ci_n, co_n) = (self.kernel, self.stride, self.c_in, self.c_out);
+        let y0 = (oy * s) as isize - pads.0 as isize;
+        for (ox, px) in out.chunks_exact_mut(co_n).enumerate() {
+            let x0 = (ox * s) as isize - pads.1 as isize;
+            px.copy_from_slice(&self.bias);
+            for ky in 0..k {
+                let iy = y0 + ky as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..k {
+                    let ix = x0 + kx as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    for ci in 0..ci_n {
+                        let x = input[(ci * h + iy as usize) * w + ix as usize];
+                        let taps = &self.weight[((ky * k + kx) * ci_n + ci) * co_n..][..co_n];
+                        for (o, &t) in px.iter_mut().zip(taps) {
+                            *o = madd::<FMA>(*o, x, t);
+                        }
+                    }
+                }
+            }
+            px.iter_mut().for_each(|v| *v = relu6(*v));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_fma(
+        &self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        pads: (usize, usize),
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        self.row::<true>(input, h, w, pads, oy, out);
+    }
+}
+
+impl CustomOp1 for Stem {
+    fn name(&self) -> &'static str {
+        "nhwc-stem"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(storage, layout, "stem")?;
+        let dims = dims4(layout.shape())?;
+        let out_dims = self.out_dims(dims)?;
+        let mut output = output_buffer(out_dims.iter().product());
+        self.run_into(input, dims, &mut Vec::new(), &mut output)?;
+        Ok((CpuStorage::F32(output), Shape::from(out_dims.to_vec())))
+    }
+}
+
+impl Stem {
+    /// The output shape (NHWC) for an input of shape `dims` (NCHW).
+    pub fn out_dims(&self, dims: [usize; 4]) -> Result<[usize; 4]> {
+        let [n, c, h, w] = dims;
+        if c != self.c_in {
+            candle_core::bail!("stem: {c} input channels, weights expect {}", self.c_in);
+        }
+        let (oh, _) = same(h, self.kernel, self.stride);
+        let (ow, _) = same(w, self.kernel, self.stride);
+        Ok([n, oh, ow, self.c_out])
+    }
+
+    /// Writes the stem's output (NHWC) for `input` (`dims`, NCHW) into `output`; `columns` is
+    /// scratch space for the image-to-columns copy, grown as needed and kept by the caller.
+    pub fn run_into(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        columns: &mut Vec<f32>,
+        output: &mut [f32],
+    ) -> Result<[usize; 4]> {
+        let out_dims = self.out_dims(dims)?;
+        let [n, c, h, w] = dims;
+        let [_, oh, ow, _] = out_dims;
+        check_len("stem input", input, n * c * h * w)?;
+        check_len("stem output", output, n * oh * ow * self.c_out)?;
+        let output = &mut output[..n * oh * ow * self.c_out];
+        let (_, pad_top) = same(h, self.kernel, self.stride);
+        let (_, pad_left) = same(w, self.kernel, self.stride);
+        let fma = has_fma();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.avx512 {
+            let depth = self.kernel * self.kernel * c;
+            let len = n * oh * ow * depth;
+            if columns.len() < len {
+                *columns = output_buffer(len);
+            }
+            let columns = &mut columns[..len];
+            columns
+                .par_chunks_mut(ow * depth)
+                .enumerate()
+                .for_each(|(r, cols)| {
+                    let (image, oy) = (r / oh, r % oh);
+                    let plane = &input[image * c * h * w..][..c * h * w];
+                    for (ox, patch) in cols.chunks_exact_mut(depth).enumerate() {
+                        self.patch(plane, (h, w), (pad_top, pad_left), (oy, ox), patch);
+                    }
+                });
+            packed.run(columns, None, output, n * oh * ow, true);
+            return Ok(out_dims);
+        }
+        output
+            .par_chunks_mut(ow * self.c_out)
+            .enumerate()
+            .for_each(|(r, out)| {
+                let (image, oy) = (r / oh, r % oh);
+                let plane = &input[image * c * h * w..][..c * h * w];
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+                    unsafe { self.row_fma(plane, h, w, (pad_top, pad_left), oy, out) };
+                    return;
+                }
+                let _ = fma;
+                self.row::<false>(plane, h, w, (pad_top, pad_left), oy, out);
+            });
+        Ok(out_dims)
+    }
+}
+
+// ---- global average pooling ----------------------------------------------------------------
+
+/// The mean of every channel over the image: `[N, H, W, C]` to `[N, C]` (candle's own mean over
+/// non-trailing dimensions walks the tensor with strided reads on one thread).
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalAvgPool;
+
+impl CustomOp1 for GlobalAvgPool {
+    fn name(&self) -> &'static str {
+        "nhwc-global-avg-pool"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(storage, layout, "global average pool")?;
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let mut output = vec![0f32; n * c];
+        let scale = 1.0 / (h * w) as f32;
+        for (image, pooled) in output.chunks_exact_mut(c).enumerate() {
+            for pixel in input[image * h * w * c..][..h * w * c].chunks_exact(c) {
+                pooled.iter_mut().zip(pixel).for_each(|(p, x)| *p += x);
+            }
+            pooled.iter_mut().for_each(|p| *p *= scale);
+        }
+        Ok((CpuStorage::F32(output), Shape::from((n, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// candle's reference: SAME pad + conv2d (NCHW) + bias + optional clamp.
+    fn reference(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        stride: usize,
+        groups: usize,
+        relu: bool,
+    ) -> Tensor {
+        let (_, _, h, wd) = x.dims4().unwrap();
+        let k = w.dim(2).unwrap();
+        let pad = |size: usize| {
+            let out = size.div_ceil(stride);
+            ((out - 1) * stride + k).saturating_sub(size)
+        };
+        let (ph, pw) = (pad(h), pad(wd));
+        let x = x
+            .pad_with_zeros(2, ph / 2, ph - ph / 2)
+            .unwrap()
+            .pad_with_zeros(3, pw / 2, pw - pw / 2)
+            .unwrap();
+        let c_out = w.dim(0).unwrap();
+        let y = x
+            .conv2d(w, 0, stride, 1, groups)
+            .unwrap()
+            .broadcast_add(&b.reshape((c_out, 1, 1)).unwrap())
+            .unwrap();
+        if relu {
+            y.clamp(0f32, 6f32).unwrap()
+        } else {
+            y
+        }
+    }
+
+    fn nhwc(x: &Tensor) -> Tensor {
+        x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn depthwise_matches_candles_grouped_convolution() {
+        let dev = Device::Cpu;
+        // Odd sizes and a channel count that is not a multiple of the lane width.
+        for (c, size, k, stride) in [(19, 9, 3, 1), (40, 10, 5, 2), (16, 7, 3, 2), (33, 8, 5, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (2, c, size, size), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+            let want = nhwc(&reference(&x, &w, &b, stride, c, true));
+            let wv = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut weight = vec![0f32; k * k * c];
+            for ch in 0..c {
+                for t in 0..k * k {
+                    weight[t * c + ch] = wv[ch * k * k + t];
+                }
+            }
+            for allow_avx512 in [true, false] {
+                let op = Depthwise {
+                    weight: weight.clone(),
+                    bias: b.to_vec1().unwrap(),
+                    channels: c,
+                    kernel: k,
+                    stride,
+                    relu6: true,
+                    allow_avx512,
+                };
+                let got = nhwc(&x).apply_op1_no_bwd(&op).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = max_diff(&got, &want);
+                assert!(
+                    diff < 1e-4,
+                    "c {c} size {size} k {k} s {stride} avx512 {allow_avx512}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_a_1x1_convolution_with_and_without_residual() {
+        let dev = Device::Cpu;
+        for (c_in, c_out, size, relu) in
+            [(24, 144, 9, true), (144, 24, 9, false), (5, 1000, 3, true)]
+        {
+            let x = Tensor::randn(0f32, 1.0, (3, c_in, size, size), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.2, (c_out, c_in, 1, 1), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+            let want = nhwc(&reference(&x, &w, &b, 1, 1, relu));
+            let weight = w.reshape((c_out, c_in)).unwrap().t().unwrap();
+            let weight = weight
+                .contiguous()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut op = Pointwise::new(weight, b.to_vec1().unwrap(), c_in, c_out, relu);
+            // Both kernels: AVX-512 (where the CPU has it) and the portable GEMM.
+            for _ in 0..2 {
+                let got = nhwc(&x).apply_op1_no_bwd(&op).unwrap();
+                assert!(max_diff(&got, &want) < 1e-4, "{c_in}->{c_out}");
+                let r = Tensor::randn(0f32, 1.0, want.dims(), &dev).unwrap();
+                let got = nhwc(&x).apply_op2_no_bwd(&r, &op).unwrap();
+                if !relu {
+                    let sum = (&want + &r).unwrap();
+                    assert!(max_diff(&got, &sum) < 1e-4, "{c_in}->{c_out} + residual");
+                }
+                #[cfg(target_arch = "x86_64")]
+                {
+                    op.avx512 = None;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn global_average_pool_is_the_mean_over_pixels() {
+        let x = Tensor::randn(0f32, 1.0, (2, 7, 5, 33), &Device::Cpu).unwrap();
+        let want = x.mean((1, 2)).unwrap();
+        let got = x.apply_op1_no_bwd(&GlobalAvgPool).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5);
+    }
+
+    #[test]
+    fn stem_matches_a_strided_convolution() {
+        let dev = Device::Cpu;
+        for size in [224, 15, 16] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, size, size), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.5, (32, 3, 3, 3), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();
+            let want = nhwc(&reference(&x, &w, &b, 2, 1, true));
+            let wv = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut weight = vec![0f32; 9 * 3 * 32];
+            for co in 0..32 {
+                for ci in 0..3 {
+                    for t in 0..9 {
+                        weight[(t * 3 + ci) * 32 + co] = wv[(co * 3 + ci) * 9 + t];
+                    }
+                }
+            }
+            let mut op = Stem::new(weight, b.to_vec1().unwrap(), 3, 32, 3, 2);
+            for _ in 0..2 {
+                let got = x.apply_op1_no_bwd(&op).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                assert!(max_diff(&got, &want) < 1e-4, "size {size}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    op.avx512 = None;
+                }
+            }
+        }
+    }
+}
