@@ -19,7 +19,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
 
-    let sha = Command::new("git")
+    // A container build has no .git: the Dockerfiles pass the commit as LABELD_GIT_SHA.
+    println!("cargo:rerun-if-env-changed=LABELD_GIT_SHA");
+    let given = std::env::var("LABELD_GIT_SHA")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let sha = given.map(|s| s.trim().to_string()).unwrap_or_else(|| {
+        Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
@@ -27,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
+        .unwrap_or_else(|| "unknown".to_string())
+    });
     println!("cargo:rustc-env=LABELD_GIT_SHA={sha}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

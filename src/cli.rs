@@ -13,7 +13,7 @@ use labeld::label_files;
 use labeld::labeler::TAXONOMY_FILE;
 use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
 use labeld::labels::{LabelOptions, DEFAULT_THRESHOLD};
-use labeld::model::{parse_device, Classifier, LiteClassifier, ModelKind};
+use labeld::model::{init_threads, parse_device, Classifier, LiteClassifier, ModelKind};
 use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use labeld::taxonomy::Language;
@@ -58,6 +58,10 @@ struct ModelArgs {
     /// [default: ./weights, else the one this binary was built from].
     #[arg(long, env = "LABELD_WEIGHTS_DIR")]
     weights_dir: Option<PathBuf>,
+    /// Threads the model computes on (CPU) [default: the CPUs this process may use, the
+    /// container's CPU quota included].
+    #[arg(long, env = "LABELD_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +193,15 @@ impl ModelArgs {
         self.weights_dir.clone().unwrap_or_else(default_weights_dir)
     }
 
+    /// Sizes the compute pool; call before any model work.
+    fn init_threads(&self) -> usize {
+        let threads = init_threads(self.threads.map(usize::from));
+        tracing::debug!(threads, "compute pool");
+        threads
+    }
+
     fn load(&self) -> anyhow::Result<Labeler> {
+        self.init_threads();
         let device = parse_device(&self.device)?;
         let config = LabelerConfig {
             weights_dir: self.weights_dir(),
@@ -320,8 +332,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Credentials::new(),
     };
     match (&args.access_key_id, &args.access_key_secret) {
-        (Some(id), Some(secret)) => credentials.insert(id.clone(), secret.clone()),
+        (Some(id), Some(secret)) if !id.trim().is_empty() && !secret.is_empty() => {
+            credentials.insert(id.trim(), secret.clone())
+        }
         (None, None) => {}
+        // An empty key would be a key anyone can sign with.
+        (Some(_), Some(_)) => {
+            anyhow::bail!("LABELD_ACCESS_KEY_ID and LABELD_ACCESS_KEY_SECRET must not be empty")
+        }
         _ => {
             anyhow::bail!("set both LABELD_ACCESS_KEY_ID and LABELD_ACCESS_KEY_SECRET, or neither")
         }
@@ -332,6 +350,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
              as OSS does for anonymous image/labels"
         );
     }
+    let threads = args.model.init_threads();
+    tracing::info!(threads, "compute threads");
     let device = parse_device(&args.model.device)?;
     let weights_dir = args.model.weights_dir();
     let models = (0..args.model_workers)

@@ -100,7 +100,7 @@ const BUILD_INFO: &str = "labeld_build_info";
 /// Receipt to answer: from a few milliseconds (a cached small image on a GPU) to the longest
 /// deadline anyone should set.
 const REQUEST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// One stage of one request: decoding a small JPEG takes under a millisecond, a 12 MP one tens.
 const STAGE_BUCKETS: &[f64] = &[
