@@ -1,11 +1,12 @@
 //! The depthwise kxk convolution on CPUs with AVX-512, channels-last.
 //!
-//! One output row at a time: for each group of 16 channels the k*k taps' weights are loaded
-//! into registers once, then the row's pixels are swept, each one `k*k` fused multiply-adds of
-//! 16 channels read straight from the input (no padded copy; taps outside the image are
-//! skipped, and interior pixels take a path with no bounds checks at all). Bias and ReLU6 are
-//! applied before the single store. The last group of a channel count that is not a multiple
-//! of 16 uses masked loads and stores.
+//! Each output row is computed a few pixels (`R`) at a time, and for those pixels every group of
+//! 16 channels in turn: `R` independent accumulators hide the fused multiply-add latency, and the
+//! input window of those pixels (all channels) stays in L1 while its channel groups are
+//! computed. Input is read straight from the unpadded tensor: pixel groups wholly inside the
+//! image take a path without bounds checks, the others skip the taps outside it. Bias and ReLU6
+//! are applied before the single store; a channel count that is not a multiple of 16 ends with
+//! masked loads and stores.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -58,38 +59,37 @@ pub unsafe fn row<const K: usize, const R: usize>(
     let six = _mm512_set1_ps(6.0);
     let inp = input.as_ptr();
     let dst = out.as_mut_ptr();
-    let mut c0 = 0;
-    while c0 < c {
-        let lanes = (c - c0).min(16);
-        let mask: __mmask16 = if lanes == 16 {
-            0xFFFF
+    let finish = |acc: __m512| {
+        if relu6 {
+            _mm512_min_ps(_mm512_max_ps(acc, zero), six)
         } else {
-            (1u16 << lanes) - 1
-        };
-        let mut wr = [[zero; K]; K];
-        for (ky, wrow) in wr.iter_mut().enumerate() {
-            for (kx, wv) in wrow.iter_mut().enumerate() {
-                *wv = _mm512_maskz_loadu_ps(mask, weight.as_ptr().add((ky * K + kx) * c + c0));
-            }
+            acc
         }
-        let b = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0));
-        let finish = |acc: __m512| {
-            if relu6 {
-                _mm512_min_ps(_mm512_max_ps(acc, zero), six)
+    };
+    // `R` output pixels at a time (R independent accumulator chains hide the fused
+    // multiply-add latency), and for those pixels every group of 16 channels in turn: the input
+    // window of R pixels (k rows x (R*s + k) columns x all channels) stays in L1 while all its
+    // channel groups are computed. Weights are read per tap (they stay in L1 too). Groups wholly
+    // inside the image take the unchecked path; the others skip taps outside the image, and the
+    // last group stores only real pixels.
+    let mut ox = 0;
+    while ox < g.ow {
+        let interior = full_rows && ox >= ox_lo && ox + R <= ox_hi;
+        let mut c0 = 0;
+        while c0 < c {
+            let lanes = (c - c0).min(16);
+            let mask: __mmask16 = if lanes == 16 {
+                0xFFFF
             } else {
-                acc
-            }
-        };
-        // `R` output pixels at a time, so that `R` independent accumulator chains hide the
-        // fused multiply-add latency. Groups wholly inside the image take the unchecked path;
-        // the others skip taps outside the image (and the last group stores only real pixels).
-        let mut ox = 0;
-        while ox < g.ow {
-            let mut acc = [b; R];
-            if full_rows && ox >= ox_lo && ox + R <= ox_hi {
+                (1u16 << lanes) - 1
+            };
+            let wt = weight.as_ptr().add(c0);
+            let mut acc = [_mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0)); R];
+            if interior {
                 let base = inp.add(((y0 as usize) * g.w + ox * s - g.pad_left) * c + c0);
-                for (ky, wrow) in wr.iter().enumerate() {
-                    for (kx, &wv) in wrow.iter().enumerate() {
+                for ky in 0..K {
+                    for kx in 0..K {
+                        let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
                         for (r, a) in acc.iter_mut().enumerate() {
                             let x =
                                 _mm512_maskz_loadu_ps(mask, base.add((ky * g.w + kx + r * s) * c));
@@ -98,12 +98,10 @@ pub unsafe fn row<const K: usize, const R: usize>(
                     }
                 }
             } else {
-                for (ky, wrow) in wr.iter().enumerate() {
-                    if ky < ky_lo || ky >= ky_hi {
-                        continue;
-                    }
+                for ky in ky_lo..ky_hi {
                     let line = inp.add(((y0 + ky as isize) as usize) * g.w * c + c0);
-                    for (kx, &wv) in wrow.iter().enumerate() {
+                    for kx in 0..K {
+                        let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
                         for (r, a) in acc.iter_mut().enumerate() {
                             let ix = ((ox + r) * s + kx) as isize - g.pad_left as isize;
                             if ix >= 0 && (ix as usize) < g.w {
@@ -117,8 +115,8 @@ pub unsafe fn row<const K: usize, const R: usize>(
             for (r, &a) in acc.iter().enumerate().take(g.ow - ox) {
                 _mm512_mask_storeu_ps(dst.add((ox + r) * c + c0), mask, finish(a));
             }
-            ox += R;
+            c0 += 16;
         }
-        c0 += 16;
+        ox += R;
     }
 }

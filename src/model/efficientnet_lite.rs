@@ -351,11 +351,27 @@ struct Workspace {
     columns: Vec<f32>,
 }
 
+/// The first `len` values of `buffer` from a 64-byte boundary (grown as needed): with row
+/// lengths that are multiples of 16 channels, every 512-bit store of the kernels then fills
+/// exactly one cache line instead of straddling two.
 fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
+    if buffer.len() < len + LINE {
+        buffer.resize(len + LINE, 0.0);
     }
-    &mut buffer[..len]
+    let start = aligned_start(buffer);
+    &mut buffer[start..start + len]
+}
+
+/// f32 values per 64-byte cache line.
+const LINE: usize = 16;
+
+fn aligned_start(buffer: &[f32]) -> usize {
+    (LINE - (buffer.as_ptr() as usize % 64) / 4) % LINE
+}
+
+/// What [`grown`] last handed out (the buffer has not been grown since).
+fn aligned(buffer: &[f32]) -> &[f32] {
+    &buffer[aligned_start(buffer).min(buffer.len())..]
 }
 
 /// The whole CPU network body (stem to head) as one candle op over [`Workspace`] buffers:
@@ -417,29 +433,29 @@ impl candle_core::CustomOp1 for CpuBody<'_> {
                         candle_core::bail!("expansion is not pointwise");
                     };
                     let out = op.out_dims(d)?;
-                    op.run_into(cur, d, None, grown(expanded, out.iter().product()))?;
+                    op.run_into(aligned(cur), d, None, grown(expanded, out.iter().product()))?;
                     d = out;
-                    expanded
+                    aligned(expanded)
                 }
-                None => cur,
+                None => aligned(cur),
             };
             let CpuLayer::Depthwise(op) = cpu_layer(&block.depthwise, "depthwise")? else {
                 candle_core::bail!("not a depthwise layer");
             };
             let out = op.out_dims(d)?;
             // `dw_input` borrows `cur` or `expanded`, never `filtered`.
-            let len = out.iter().product();
-            if filtered.len() < len {
-                filtered.resize(len, 0.0);
-            }
-            op.run_into(dw_input, d, &mut filtered[..len])?;
+            let filtered = grown(filtered, out.iter().product());
+            op.run_into(dw_input, d, filtered)?;
+            let filtered = aligned(filtered);
             d = out;
             // Projection (+ the block's input): filtered -> expanded, which then becomes cur.
             let CpuLayer::Pointwise(op) = cpu_layer(&block.project, "project")? else {
                 candle_core::bail!("projection is not pointwise");
             };
             let out = op.out_dims(d)?;
-            let residual = block.residual.then_some(&cur[..x_dims.iter().product()]);
+            let residual = block
+                .residual
+                .then_some(&aligned(cur)[..x_dims.iter().product()]);
             op.run_into(filtered, d, residual, grown(expanded, out.iter().product()))?;
             std::mem::swap(cur, expanded);
             dims = out;
@@ -450,7 +466,7 @@ impl candle_core::CustomOp1 for CpuBody<'_> {
         let out = head.out_dims(dims)?;
         // The feature map leaves the workspace: it is returned (and kept for CentricScore).
         let mut features = vec![0f32; out.iter().product()];
-        head.run_into(cur, dims, None, &mut features)?;
+        head.run_into(aligned(cur), dims, None, &mut features)?;
         Ok((
             candle_core::CpuStorage::F32(features),
             candle_core::Shape::from(out.to_vec()),

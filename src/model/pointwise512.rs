@@ -340,3 +340,42 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn pointwise_speed() {
+        let shapes = [
+            (112 * 112, 16, 96),
+            (56 * 56, 24, 144),
+            (56 * 56, 144, 24),
+            (28 * 28, 40, 240),
+            (28 * 28, 240, 40),
+            (14 * 14, 80, 480),
+            (14 * 14, 480, 80),
+            (14 * 14, 672, 112),
+            (7 * 7, 192, 1152),
+            (7 * 7, 1152, 192),
+            (7 * 7, 320, 1280),
+        ];
+        for (p, ci, co) in shapes {
+            let p = p * 8;
+            let x = vec![0.5f32; p * ci];
+            let w = vec![0.01f32; ci * co];
+            let b = vec![0.0f32; co];
+            let mut out = vec![0f32; p * co];
+            let packed = Packed::new(&w, &b, ci, co);
+            let t = std::time::Instant::now();
+            let reps = (2e9 / (2.0 * (p * ci * co) as f64)).ceil() as usize;
+            for _ in 0..reps {
+                packed.run(&x, None, &mut out, p, true);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let gflops = 2.0 * (p * ci * co * reps) as f64 / secs / 1e9;
+            println!("{p:7} x {ci:5} -> {co:5}: {gflops:6.1} GFLOP/s");
+        }
+    }
+}
