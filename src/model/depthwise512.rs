@@ -103,11 +103,15 @@ pub unsafe fn row<const K: usize, const R: usize>(
                     for kx in 0..K {
                         let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
                         for (r, a) in acc.iter_mut().enumerate() {
+                            // A tap outside the image loads nothing (an all-zero mask reads no
+                            // memory) and adds zero: no branch, so the accumulators stay in
+                            // registers.
                             let ix = ((ox + r) * s + kx) as isize - g.pad_left as isize;
-                            if ix >= 0 && (ix as usize) < g.w {
-                                let x = _mm512_maskz_loadu_ps(mask, line.add(ix as usize * c));
-                                *a = _mm512_fmadd_ps(x, wv, *a);
-                            }
+                            let inside = ix >= 0 && (ix as usize) < g.w;
+                            let m = if inside { mask } else { 0 };
+                            let at = line.wrapping_offset(ix * c as isize);
+                            let x = _mm512_maskz_loadu_ps(m, at);
+                            *a = _mm512_fmadd_ps(x, wv, *a);
                         }
                     }
                 }
