@@ -17,7 +17,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::batcher::{BatchError, Batcher};
 use crate::error::ErrorCode;
-use crate::image::{decode_rgb, prepare, DecodeError, ImageLimits, ModelInput};
+use crate::image::{
+    decode_rgb_covering, prepare, resize_target, DecodeError, ImageLimits, ModelInput,
+};
 use crate::labels::{labels_for, Label, LabelOptions};
 use crate::model::{ClassifierHead, ModelKind};
 use crate::observe::{self, Rejection};
@@ -299,7 +301,8 @@ impl Detector {
 impl Inner {
     fn prepare(&self, bytes: &[u8]) -> Result<ModelInput, DetectError> {
         let parts = &self.parts;
-        let rgb = decode_rgb(bytes, &parts.limits)?;
+        let size = parts.model.input_size();
+        let rgb = decode_rgb_covering(bytes, &parts.limits, resize_target(size))?;
         Ok(prepare(&rgb, parts.model.input_size()))
     }
 }

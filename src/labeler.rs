@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::image::{decode_rgb, prepare, DecodeError, ImageLimits, ModelInput};
+use crate::image::{
+    decode_rgb_covering, prepare, resize_target, DecodeError, ImageLimits, ModelInput,
+};
 use crate::labels::{labels_for, Label, LabelOptions};
 use crate::model::{Classifier, LiteClassifier, ModelError, ModelKind, Prediction};
 use crate::taxonomy::{Taxonomy, TaxonomyError};
@@ -91,7 +93,8 @@ impl Labeler {
     /// # Errors
     /// [`DecodeError`] for anything wrong with the image.
     pub fn prepare(&self, bytes: &[u8]) -> Result<ModelInput, DecodeError> {
-        let rgb = decode_rgb(bytes, &self.limits)?;
+        let size = self.model.kind().input_size();
+        let rgb = decode_rgb_covering(bytes, &self.limits, resize_target(size))?;
         Ok(prepare(&rgb, self.model.kind().input_size()))
     }
 

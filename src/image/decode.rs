@@ -308,6 +308,65 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Decode
     })
 }
 
+/// Decodes an image that will be resized so that its shorter side is `short_side` (see
+/// [`super::preprocess::resize_target`]). A JPEG whose shorter side is at least twice that is
+/// decoded with a scaled IDCT (1/2, 1/4 or 1/8 per axis, in the DCT domain) to the smallest size
+/// whose shorter side still covers `short_side`: a 12-megapixel photo comes out near 0.2
+/// megapixels and never exists at full size, which is most of its decoding time and memory.
+/// Everything else (PNG, small JPEGs, and the JPEG kinds the scaled decoder does not handle:
+/// CMYK, 16-bit) takes [`decode_rgb`]'s path. EXIF orientation is applied either way.
+///
+/// # Errors
+/// As [`decode_rgb`].
+pub fn decode_rgb_covering(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    short_side: u32,
+) -> Result<RgbImage, DecodeError> {
+    let header = read_header(bytes, limits)?;
+    if header.format == ImageFormat::Jpeg && header.width.min(header.height) >= 2 * short_side {
+        if let Some(image) = decode_jpeg_scaled(bytes, &header, short_side) {
+            return Ok(image);
+        }
+    }
+    decode_rgb(bytes, limits)
+}
+
+/// The scaled-IDCT decode, or `None` to fall back to the full decoder (which then reports any
+/// error in the file with its usual message).
+fn decode_jpeg_scaled(bytes: &[u8], header: &ImageHeader, short_side: u32) -> Option<RgbImage> {
+    let short = header.width.min(header.height);
+    let factor = [8u32, 4, 2].into_iter().find(|k| short / k >= short_side)?;
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    let requested = (
+        u16::try_from(header.width.div_ceil(factor)).ok()?,
+        u16::try_from(header.height.div_ceil(factor)).ok()?,
+    );
+    decoder.scale(requested.0, requested.1).ok()?;
+    let pixels = decoder.decode().ok()?;
+    let info = decoder.info()?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if width.min(height) < short_side {
+        return None;
+    }
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(width, height, pixels)?,
+        jpeg_decoder::PixelFormat::L8 => RgbImage::from_raw(
+            width,
+            height,
+            pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        )?,
+        jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => return None,
+    };
+    let orientation = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::ImageRgb8(rgb);
+    image.apply_orientation(orientation);
+    Some(image.into_rgb8())
+}
+
 fn decode_with(
     mut decoder: impl ImageDecoder,
     caps: image::Limits,

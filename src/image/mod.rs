@@ -6,7 +6,10 @@ mod preprocess;
 mod resize;
 
 pub use decode::{
-    decode_rgb, read_header, sniff_format, DecodeError, ImageFormat, ImageHeader, ImageLimits,
+    decode_rgb, decode_rgb_covering, read_header, sniff_format, DecodeError, ImageFormat,
+    ImageHeader, ImageLimits,
 };
-pub use preprocess::{normalise, prepare, resize_and_crop, CropGeometry, ModelInput};
+pub use preprocess::{
+    normalise, prepare, resize_and_crop, resize_target, CropGeometry, ModelInput,
+};
 pub use resize::resize_bicubic;

@@ -34,6 +34,12 @@ pub struct ModelInput {
     pub geometry: CropGeometry,
 }
 
+/// The length the shorter side is resized to for a model input of `size`: `round(size / 0.875)`
+/// (ties to even, as the reference), 256 for 224 and 297 for 260.
+pub fn resize_target(size: u32) -> u32 {
+    (f64::from(size) / 0.875).round_ties_even() as u32
+}
+
 /// Resizes the shorter side to `round(size / 0.875)` and crops the centre `size` × `size`.
 pub fn resize_and_crop(image: &RgbImage, size: u32) -> (RgbImage, CropGeometry) {
     let (w0, h0) = image.dimensions();

@@ -125,3 +125,65 @@ fn truncated_files_are_corrupt() {
         );
     }
 }
+
+/// A large photo as a JPEG, with an EXIF orientation: chelsea.png upscaled 5x (2255 x 1500).
+fn big_jpeg(orientation: Option<u8>) -> Vec<u8> {
+    use image::ImageEncoder;
+    let cat = image::load_from_memory(&read_fixture("chelsea.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = cat.dimensions();
+    let mut big = image::imageops::resize(&cat, w * 5, h * 5, image::imageops::Triangle);
+    if orientation == Some(6) {
+        // Stored rotated a quarter turn anticlockwise; EXIF 6 says "rotate 90° clockwise".
+        big = image::imageops::rotate270(&big);
+    }
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92);
+    if let Some(o) = orientation {
+        // A minimal little-endian TIFF with one IFD entry: Orientation (0x0112), SHORT, 1.
+        let mut exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        exif.extend_from_slice(&[o, 0, 0, 0, 0, 0, 0, 0]);
+        encoder.set_exif_metadata(exif).unwrap();
+    }
+    encoder
+        .write_image(
+            big.as_raw(),
+            big.width(),
+            big.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    bytes
+}
+
+/// A large JPEG is decoded at a reduced scale (DCT domain), upright, to no less than the resize
+/// needs, and the model sees the same cat as from a full-size decode.
+#[test]
+fn large_jpegs_decode_scaled_and_label_the_same() {
+    use labeld::image::{decode_rgb_covering, prepare, resize_target};
+    let limits = ImageLimits::default();
+    let labeler = labeler(ModelKind::EfficientNetLite0);
+    let need = resize_target(ModelKind::EfficientNetLite0.input_size());
+    for orientation in [None, Some(6)] {
+        let bytes = big_jpeg(orientation);
+        let full = decode_rgb(&bytes, &limits).unwrap();
+        assert_eq!(full.dimensions(), (2255, 1500), "{orientation:?}");
+        let scaled = decode_rgb_covering(&bytes, &limits, need).unwrap();
+        // 1500 / 4 = 375 >= 256 and 1500 / 8 < 256: a quarter of each side.
+        assert_eq!(scaled.dimensions(), (564, 375), "{orientation:?}");
+        // Upright like the full decode: compare at the same size.
+        let shrunk = image::imageops::resize(&full, 564, 375, image::imageops::Triangle);
+        let diff = mean_abs_diff(&scaled, &shrunk);
+        assert!(diff < 4.0, "{orientation:?}: mean difference {diff}");
+
+        let size = ModelKind::EfficientNetLite0.input_size();
+        let (a, b) = (prepare(&full, size), prepare(&scaled, size));
+        let p = labeler.predict(&[&a, &b]).unwrap();
+        let top = |i: usize| crate::support::argmax(&p[i].probabilities);
+        assert_eq!(top(0), top(1), "{orientation:?}");
+        // And the labeller itself takes the scaled path.
+        let input = labeler.prepare(&bytes).unwrap();
+        assert_eq!(input.geometry.source_width, 564);
+    }
+}
