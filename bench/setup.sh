@@ -21,4 +21,4 @@ if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$want_sta
 else
   echo "bench/setup.sh: $VENV is up to date"
 fi
-"$VENV/bin/python" -c 'import onnx, onnxruntime as ort, numpy, safetensors; print("   onnx", onnx.__version__, "onnxruntime", ort.__version__, "numpy", numpy.__version__, "safetensors", safetensors.__version__)'
+"$VENV/bin/python" -c 'import onnx, onnxruntime as ort, numpy, safetensors, PIL; print("   onnx", onnx.__version__, "onnxruntime", ort.__version__, "numpy", numpy.__version__, "safetensors", safetensors.__version__, "pillow", PIL.__version__)'
