@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use labeld::api::api_keys::ApiKeys;
 use labeld::api::auth::Credentials;
 use labeld::batcher::BatchConfig;
 use labeld::image::ImageLimits;
@@ -102,7 +103,7 @@ enum Command {
         batch_size: u16,
     },
     /// Serve the gRPC API (labeld.v1.ImageLabels, grpc.health.v1, reflection) until SIGTERM/SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the model, device and taxonomy this build would serve, as JSON.
     Info {
         #[command(flatten)]
@@ -164,7 +165,14 @@ struct ServeArgs {
     /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
     #[arg(long, env = "LABELD_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     drain_timeout_secs: u64,
-    /// Serve without credentials on a non-loopback address.
+    /// A file of API keys for gRPC and POST /v1/labels, one per line (`authorization: Bearer
+    /// <key>`); more keys can come from LABELD_API_KEYS (comma-separated, environment only).
+    #[arg(long, env = "LABELD_API_KEYS_FILE")]
+    api_keys: Option<PathBuf>,
+    /// API keys from the environment (never a flag: it would show in `ps`).
+    #[arg(skip = std::env::var("LABELD_API_KEYS").ok())]
+    api_keys_env: Option<String>,
+    /// Serve gRPC and POST /v1/labels without API keys on a non-loopback address.
     #[arg(long, env = "LABELD_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
 }
@@ -260,7 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Info { model } => {
             let labeler = model.load()?;
             let taxonomy = labeler.taxonomy();
@@ -308,20 +316,38 @@ impl From<Format> for label_files::Format {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    for addr in [args.grpc_addr, args.http_addr] {
-        if !addr.ip().is_loopback() && !args.allow_anonymous {
-            anyhow::bail!(
-                "refusing to serve without credentials on {addr} (not a loopback address): \
-                 API keys for gRPC and POST /v1/labels are not supported yet, so pass \
-                 --allow-anonymous (LABELD_ALLOW_ANONYMOUS=true) to accept anonymous callers there"
-            );
+    let mut api_keys = match &args.api_keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading API keys {}", path.display()))?;
+            ApiKeys::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
+        None => ApiKeys::none(),
+    };
+    if let Some(list) = &args.api_keys_env {
+        api_keys.extend(ApiKeys::parse(list).map_err(|e| anyhow::anyhow!("LABELD_API_KEYS: {e}"))?);
     }
-    tracing::warn!(
-        grpc = %args.grpc_addr,
-        http = %args.http_addr,
-        "no API keys: gRPC and POST /v1/labels are open to every caller that can reach them"
-    );
+    if api_keys.is_empty() {
+        for addr in [args.grpc_addr, args.http_addr] {
+            if !addr.ip().is_loopback() && !args.allow_anonymous {
+                anyhow::bail!(
+                    "refusing to serve without API keys on {addr} (not a loopback address): \
+                     give keys (--api-keys FILE or LABELD_API_KEYS), or pass --allow-anonymous \
+                     (LABELD_ALLOW_ANONYMOUS=true) to accept anonymous callers there"
+                );
+            }
+        }
+        tracing::warn!(
+            grpc = %args.grpc_addr,
+            http = %args.http_addr,
+            "no API keys: gRPC and POST /v1/labels are open to every caller that can reach them"
+        );
+    } else {
+        tracing::info!(
+            keys = api_keys.len(),
+            "API keys required on gRPC and POST /v1/labels"
+        );
+    }
     let mut credentials = match &args.credentials {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -394,6 +420,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         credentials,
         region: args.region.clone(),
         language: args.language,
+        api_keys,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 
+use crate::api::api_keys::ApiKeys;
 use crate::api::auth::Credentials;
 use crate::api::grpc::ImageLabelsService;
 use crate::api::http::{metrics_router, router, HttpState};
@@ -60,6 +61,8 @@ pub struct ServeSettings {
     pub credentials: Credentials,
     /// The region V4 signatures are scoped to.
     pub region: String,
+    /// API keys of the gRPC door and `POST /v1/labels` (empty: open).
+    pub api_keys: ApiKeys,
     /// Language of label names on the OSS door.
     pub language: Language,
     /// Longest wait for calls in progress after shutdown starts; then remaining connections
@@ -177,6 +180,7 @@ impl Server {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        let api_keys = Arc::new(settings.api_keys.clone());
         let http_state = HttpState {
             detector: detector.clone(),
             buckets: settings.buckets.clone(),
@@ -186,8 +190,9 @@ impl Server {
             readiness: Arc::clone(&readiness),
             max_body_bytes: settings.limits.max_bytes as usize,
             scrape: scrape.clone(),
+            api_keys: Arc::clone(&api_keys),
         };
-        let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info))
+        let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info, api_keys))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);

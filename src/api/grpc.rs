@@ -15,6 +15,7 @@ use tokio_stream::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::api_keys::{ApiKeys, KeyError};
 use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource};
 use crate::error::ErrorCode;
 use crate::labels::{LabelOptions, DEFAULT_THRESHOLD};
@@ -220,21 +221,39 @@ async fn run(detector: &Detector, request: DetectRequest) -> Result<Detection, D
 pub struct ImageLabelsService {
     detector: Detector,
     info: pb::ModelInfo,
+    /// Keys every call must carry (none: open).
+    keys: Arc<ApiKeys>,
     /// Requests one stream may have in progress at once; reading pauses beyond it, so a fast
     /// streaming client is slowed by flow control rather than refused.
     stream_window: usize,
 }
 
 impl ImageLabelsService {
-    /// The service over `detector`, answering `GetModelInfo` with `info`.
-    pub fn new(detector: Detector, info: pb::ModelInfo) -> Self {
+    /// The service over `detector`, answering `GetModelInfo` with `info`; calls must carry one
+    /// of `keys` when there are any.
+    pub fn new(detector: Detector, info: pb::ModelInfo, keys: Arc<ApiKeys>) -> Self {
         let stream_window = (info.max_batch as usize * 2).max(2);
         ImageLabelsService {
             detector,
             info,
+            keys,
             stream_window,
         }
     }
+
+    /// Checks the call's `authorization` metadata against the API keys.
+    fn authorize(&self, metadata: &MetadataMap) -> Result<(), KeyError> {
+        let value = match metadata.get("authorization") {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| KeyError::Malformed)?),
+        };
+        self.keys.check(value)
+    }
+}
+
+/// A refused call's status (the key error's text: never the key).
+fn refused(error: KeyError, request_id: &str) -> Status {
+    status(error.code(), error.to_string(), request_id)
 }
 
 type ResponseStream =
@@ -249,6 +268,15 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         let received = Instant::now();
         let deadline = deadline_from(request.metadata(), received);
         let client_id = request.get_ref().request_id.clone();
+        if let Err(e) = self.authorize(request.metadata()) {
+            let id = if client_id.is_empty() {
+                new_request_id()
+            } else {
+                client_id
+            };
+            report(Door::Grpc, &id, received, &Err((e.code(), e.to_string())));
+            return Err(refused(e, &id));
+        }
         let (answer, request_id) = match parse_request(request.into_inner(), deadline) {
             Ok(parsed) => {
                 let request_id = parsed.request_id.clone();
@@ -281,6 +309,12 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         request: Request<Streaming<pb::DetectImageLabelsRequest>>,
     ) -> Result<Response<Self::DetectImageLabelsStreamStream>, Status> {
         let deadline = deadline_from(request.metadata(), Instant::now());
+        if let Err(e) = self.authorize(request.metadata()) {
+            let id = new_request_id();
+            let answer = Err((e.code(), e.to_string()));
+            report(Door::GrpcStream, &id, Instant::now(), &answer);
+            return Err(refused(e, &id));
+        }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.stream_window);
         let window = Arc::new(Semaphore::new(self.stream_window));
@@ -337,8 +371,10 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
 
     async fn get_model_info(
         &self,
-        _request: Request<pb::GetModelInfoRequest>,
+        request: Request<pb::GetModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
+        self.authorize(request.metadata())
+            .map_err(|e| refused(e, &new_request_id()))?;
         Ok(Response::new(self.info.clone()))
     }
 }

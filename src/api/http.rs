@@ -20,6 +20,7 @@ use axum::Router;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
+use super::api_keys::{ApiKeys, KeyError};
 use super::auth::{self, AuthError, Credentials, SignedRequest};
 use super::oss::{error_ec, error_xml, parse_process, ProcessError};
 use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource, Readiness};
@@ -45,6 +46,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// `/metrics`.
     pub scrape: Scrape,
+    /// Keys `POST /v1/labels` must carry (none: open).
+    pub api_keys: Arc<ApiKeys>,
 }
 
 /// The router of both HTTP doors.
@@ -98,6 +101,8 @@ enum HttpError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
+    ApiKey(#[from] KeyError),
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error("invalid {name}: {reason}")]
     Argument { name: &'static str, reason: String },
@@ -120,6 +125,7 @@ impl HttpError {
                 AuthError::SignatureDoesNotMatch => ErrorCode::SignatureDoesNotMatch,
                 AuthError::RequestTimeTooSkewed => ErrorCode::RequestTimeTooSkewed,
             },
+            HttpError::ApiKey(e) => e.code(),
             HttpError::Argument { .. } => ErrorCode::InvalidArgument,
             HttpError::Method(_) => ErrorCode::NotImplemented,
         }
@@ -439,12 +445,20 @@ struct JsonParams {
 
 async fn json_labels(
     State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<JsonParams>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Response {
     let received = Instant::now();
     let request_id = new_request_id();
-    let answer = json_inner(&state, params, body, &request_id).await;
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| KeyError::Malformed),
+    };
+    let answer = match authorization.and_then(|value| state.api_keys.check(value)) {
+        Ok(()) => json_inner(&state, params, body, &request_id).await,
+        Err(e) => Err(e.into()),
+    };
     finish(
         Door::Json,
         &request_id,

@@ -42,6 +42,7 @@ fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
         drain_timeout: Duration::from_secs(30),
         credentials: labeld::api::auth::Credentials::new(),
         region: "cn-hangzhou".into(),
+        api_keys: labeld::api::api_keys::ApiKeys::none(),
         language: labeld::taxonomy::Language::En,
     }
 }
@@ -548,6 +549,61 @@ async fn a_panic_in_the_model_fails_only_its_own_request() {
         .detect_image_labels(image_request("coffee.png"))
         .await
         .is_ok());
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// With API keys every `ImageLabels` call needs `authorization: Bearer <key>`; health does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_guard_every_image_labels_call_but_not_health() {
+    let key = "grpc-door-key-0123456789";
+    let mut settings = settings(4, 8);
+    settings.api_keys = labeld::api::api_keys::ApiKeys::parse(key).unwrap();
+    let server = start(vec![lite0()], settings).await;
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut client = client(&server).await;
+    let with = |auth: Option<&str>| {
+        let mut request = tonic::Request::new(image_request("coffee.png"));
+        if let Some(a) = auth {
+            request
+                .metadata_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        request
+    };
+    for (auth, code) in [
+        (None, "AccessDenied"),
+        (Some("Bearer not-the-key-0123456789"), "InvalidAccessKeyId"),
+    ] {
+        let status = client.detect_image_labels(with(auth)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{auth:?}");
+        let got = status.metadata().get("x-labeld-error-code").unwrap();
+        assert_eq!(got.to_str().unwrap(), code);
+        assert!(!status.message().contains("0123456789"), "{status:?}");
+    }
+    let ok = client
+        .detect_image_labels(with(Some(&format!("Bearer {key}"))))
+        .await
+        .unwrap();
+    assert!(!ok.into_inner().labels.is_empty());
+    let info = client
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(info.code(), Code::Unauthenticated);
+    let stream = client
+        .detect_image_labels_stream(tokio_stream::iter(vec![image_request("coffee.png")]))
+        .await;
+    assert_eq!(stream.unwrap_err().code(), Code::Unauthenticated);
+    // Health stays open for probes.
+    let mut health = HealthClient::new(channel(&server).await);
+    let check = health
+        .check(HealthCheckRequest {
+            service: SERVICE_NAME.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(check.into_inner().status, ServingStatus::Serving as i32);
     server.shutdown();
     server.wait().await.unwrap();
 }

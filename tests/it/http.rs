@@ -98,6 +98,10 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 async fn start() -> Server {
+    start_with(labeld::api::api_keys::ApiKeys::none()).await
+}
+
+async fn start_with(api_keys: labeld::api::api_keys::ApiKeys) -> Server {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut credentials = labeld::api::auth::Credentials::new();
@@ -115,6 +119,7 @@ async fn start() -> Server {
         drain_timeout: Duration::from_secs(30),
         credentials,
         region: "cn-hangzhou".into(),
+        api_keys,
         language: labeld::taxonomy::Language::En,
     };
     let server = Server::start(
@@ -310,6 +315,50 @@ async fn metrics_count_answers_on_the_http_port_and_the_metrics_port() {
     )
     .await;
     assert_eq!(reply.status, 404);
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// With API keys, `POST /v1/labels` needs `Authorization: Bearer <key>`; health and metrics stay
+/// open for probes and scrapers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_guard_the_json_door_only() {
+    let key = "json-door-key-0123456789";
+    let keys = labeld::api::api_keys::ApiKeys::parse(key).unwrap();
+    let server = start_with(keys).await;
+    let addr = server.http_addr().unwrap();
+    let photo = read_fixture("coffee.png");
+    let bearer = format!("Bearer {key}");
+    for (auth, status, code) in [
+        (None, 403, Some("AccessDenied")),
+        (
+            Some("Bearer not-the-key-0123456789"),
+            403,
+            Some("InvalidAccessKeyId"),
+        ),
+        (Some("Basic Zm9vOmJhcg=="), 400, Some("InvalidArgument")),
+        (Some(bearer.as_str()), 200, None),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let reply = http(addr, "POST", "/v1/labels", &headers, &photo).await;
+        assert_eq!(reply.status, status, "{auth:?}: {}", reply.text());
+        if let Some(code) = code {
+            let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(body["Code"], code, "{auth:?}");
+            assert!(
+                !reply.text().contains("0123456789"),
+                "a key echoed: {}",
+                reply.text()
+            );
+        }
+    }
+    for open in ["/health/ready", "/health/live", "/metrics"] {
+        assert_eq!(
+            http(addr, "GET", open, &[], b"").await.status,
+            200,
+            "{open}"
+        );
+    }
     server.shutdown();
     server.wait().await.unwrap();
 }
