@@ -209,9 +209,13 @@ def check_deployment_semantics(problems: Problems) -> None:
     if grace < sleep_s + drain:
         problems.add(path, f"terminationGracePeriodSeconds {grace} < preStop {sleep_s} + drain {drain}")
 
-    # Listening on the pod IP needs --allow-anonymous (until API keys exist).
-    if env.get("LABELD_ALLOW_ANONYMOUS") != "true":
-        problems.add(path, "LABELD_ALLOW_ANONYMOUS must be true to listen on 0.0.0.0")
+    # Listening on the pod IP: API keys from a (required) Secret, never anonymous.
+    keys = env.get("LABELD_API_KEYS")
+    ref = keys.get("secretKeyRef") if isinstance(keys, dict) else None
+    if not ref or ref.get("optional") is True:
+        problems.add(path, "LABELD_API_KEYS must come from a required secretKeyRef to listen on 0.0.0.0")
+    if env.get("LABELD_ALLOW_ANONYMOUS") == "true":
+        problems.add(path, "LABELD_ALLOW_ANONYMOUS on a pod IP opens gRPC and POST /v1/labels to anyone")
     for name in ("LABELD_ACCESS_KEY_ID", "LABELD_ACCESS_KEY_SECRET"):
         ref = (env.get(name) or {}).get("secretKeyRef") if isinstance(env.get(name), dict) else None
         if not ref or ref.get("optional") is not True:
