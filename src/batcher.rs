@@ -228,6 +228,10 @@ async fn batching_task(
         while jobs.len() < config.max_batch {
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
+                // No delay: take what is queued now. (A zero timeout is not free: tokio's timer
+                // rounds deadlines up to its next millisecond tick, which cost a lone request
+                // about 1 ms of queueing.)
+                Err(_) if config.max_delay.is_zero() => break,
                 Err(_) => match tokio::time::timeout_at(flush_at, queue.recv()).await {
                     Ok(Some(job)) => jobs.push(job),
                     _ => break,
