@@ -7,7 +7,7 @@
 
 use image::RgbImage;
 
-use super::resize::resize_bicubic;
+use super::resize::resize_bicubic_window;
 
 /// Where the model's square input came from in the original (upright) image. Needed to map
 /// activation maps back to the photo's pixels.
@@ -51,14 +51,10 @@ pub fn resize_and_crop(image: &RgbImage, size: u32) -> (RgbImage, CropGeometry) 
     let rh = (f64::from(h0) * scale)
         .round_ties_even()
         .max(f64::from(size)) as u32;
-    let resized = if (rw, rh) == (w0, h0) {
-        image.clone()
-    } else {
-        resize_bicubic(image, rw, rh)
-    };
     let left = (rw - size) / 2;
     let top = (rh - size) / 2;
-    let crop = image::imageops::crop_imm(&resized, left, top, size, size).to_image();
+    // Only the crop's pixels of the resize are computed (identical to cropping a full resize).
+    let crop = resize_bicubic_window(image, rw, rh, (left, top, size, size));
     let geometry = CropGeometry {
         source_width: w0,
         source_height: h0,
