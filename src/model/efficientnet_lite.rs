@@ -35,9 +35,9 @@ fn take(weights: &Weights, name: &str) -> Result<Tensor, ModelError> {
 /// where `s = gamma / sqrt(var + eps)`.
 #[derive(Debug)]
 struct ConvBn {
-    weight: Tensor,
-    /// Shape `[C_out, 1, 1]`, broadcast over the spatial dimensions.
-    bias: Tensor,
+    /// On GPUs, the folded weight and the bias (`[C_out, 1, 1]`, broadcast over the spatial
+    /// dimensions) for candle's convolution; on the CPU `None` (the op has its own copy).
+    gpu: Option<(Tensor, Tensor)>,
     kernel: usize,
     stride: usize,
     groups: usize,
@@ -135,10 +135,13 @@ impl ConvBn {
             Device::Cpu => Some(CpuLayer::new(&weight, &bias, stride, depthwise, relu6)?),
             _ => None,
         };
+        let gpu = match device {
+            Device::Cpu => None,
+            _ => Some((weight.to_device(device)?, bias.to_device(device)?)),
+        };
         Ok(ConvBn {
             cpu,
-            weight: weight.to_device(device)?,
-            bias: bias.to_device(device)?,
+            gpu,
             kernel,
             stride,
             groups: if depthwise { c_out } else { 1 },
@@ -148,10 +151,13 @@ impl ConvBn {
 
     /// The layer on an NCHW tensor with candle's own ops (GPUs).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let Some((weight, bias)) = &self.gpu else {
+            candle_core::bail!("a CPU layer has no candle weights");
+        };
         let x = same_pad(x, self.kernel, self.stride)?;
         let y = x
-            .conv2d(&self.weight, 0, self.stride, 1, self.groups)?
-            .broadcast_add(&self.bias)?;
+            .conv2d(weight, 0, self.stride, 1, self.groups)?
+            .broadcast_add(bias)?;
         if self.relu6 {
             y.clamp(0f32, 6f32)
         } else {

@@ -82,6 +82,7 @@ fn has_fma() -> bool {
 #[derive(Debug, Clone)]
 pub struct Pointwise {
     /// `c_in * c_out`, row `ci` holds the weights from input channel `ci` to every output.
+    /// Empty when the AVX-512 kernel has its own packed copy.
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub c_in: usize,
@@ -93,12 +94,36 @@ pub struct Pointwise {
 }
 
 impl Pointwise {
-    /// A pointwise layer from `[c_in][c_out]` weights.
+    /// A pointwise layer from `[c_in][c_out]` weights, on the AVX-512 kernel where the CPU has
+    /// it (which then keeps the only copy of the weights).
     pub fn new(weight: Vec<f32>, bias: Vec<f32>, c_in: usize, c_out: usize, relu6: bool) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::pointwise512::available() {
+            return Pointwise {
+                avx512: Some(super::pointwise512::Packed::new(
+                    &weight, &bias, c_in, c_out,
+                )),
+                weight: Vec::new(),
+                bias,
+                c_in,
+                c_out,
+                relu6,
+            };
+        }
+        Self::portable(weight, bias, c_in, c_out, relu6)
+    }
+
+    /// The same layer on the portable kernel (the `gemm` crate) only.
+    pub fn portable(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        c_in: usize,
+        c_out: usize,
+        relu6: bool,
+    ) -> Self {
         Pointwise {
             #[cfg(target_arch = "x86_64")]
-            avx512: super::pointwise512::available()
-                .then(|| super::pointwise512::Packed::new(&weight, &bias, c_in, c_out)),
+            avx512: None,
             weight,
             bias,
             c_in,
@@ -774,9 +799,12 @@ mod tests {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let mut op = Pointwise::new(weight, b.to_vec1().unwrap(), c_in, c_out, relu);
+            let bias: Vec<f32> = b.to_vec1().unwrap();
             // Both kernels: AVX-512 (where the CPU has it) and the portable GEMM.
-            for _ in 0..2 {
+            for op in [
+                Pointwise::new(weight.clone(), bias.clone(), c_in, c_out, relu),
+                Pointwise::portable(weight.clone(), bias.clone(), c_in, c_out, relu),
+            ] {
                 let got = nhwc(&x).apply_op1_no_bwd(&op).unwrap();
                 assert!(max_diff(&got, &want) < 1e-4, "{c_in}->{c_out}");
                 let r = Tensor::randn(0f32, 1.0, want.dims(), &dev).unwrap();
@@ -784,10 +812,6 @@ mod tests {
                 if !relu {
                     let sum = (&want + &r).unwrap();
                     assert!(max_diff(&got, &sum) < 1e-4, "{c_in}->{c_out} + residual");
-                }
-                #[cfg(target_arch = "x86_64")]
-                {
-                    op.avx512 = None;
                 }
             }
         }
