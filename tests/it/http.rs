@@ -12,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::{fixture, lite0, read_fixture, taxonomy};
 
 /// A parsed HTTP response.
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -25,12 +25,12 @@ impl Reply {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
-async fn http(
+pub(crate) async fn http(
     addr: std::net::SocketAddr,
     method: &str,
     target: &str,
@@ -101,7 +101,7 @@ async fn start() -> Server {
     start_with(labeld::api::api_keys::ApiKeys::none()).await
 }
 
-async fn start_with(api_keys: labeld::api::api_keys::ApiKeys) -> Server {
+pub(crate) async fn start_with(api_keys: labeld::api::api_keys::ApiKeys) -> Server {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut credentials = labeld::api::auth::Credentials::new();

@@ -6,6 +6,7 @@ mod centric;
 mod cli;
 mod golden;
 mod grpc;
+mod hostile;
 mod http;
 mod images;
 mod serve;
