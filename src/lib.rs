@@ -14,7 +14,7 @@
 //! - [`source`]: `oss://bucket/key` → bytes, from local-folder buckets.
 //! - [`batcher`]: the bounded queue and the model worker threads (dynamic batching).
 //! - [`detect`]: the transport-neutral use case every door calls.
-//! - [`api`]: the front doors (gRPC; OSS-compatible and JSON HTTP with OSS signatures); the only
+//! - [`api`]: the front doors (gRPC; OSS-compatible and JSON HTTP with OSS signatures; API keys); the only
 //!   code that knows protocols.
 //! - [`server`]: wiring for `labeld serve`; [`shutdown`]: the stop signal; [`pb`]: generated types.
 //! - [`observe`]: Prometheus metrics and the one log line per answered request.
