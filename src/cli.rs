@@ -162,6 +162,13 @@ struct ServeArgs {
     /// from a checkout].
     #[arg(long = "bucket", env = "LABELD_BUCKETS", value_delimiter = ',')]
     buckets: Vec<String>,
+    /// An HTTP client must send its request headers within this many seconds, or its connection
+    /// is closed (against clients that trickle bytes to hold connections open).
+    #[arg(long, env = "LABELD_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
+    /// A POST /v1/labels body must arrive within this many seconds (504 RequestTimeout).
+    #[arg(long, env = "LABELD_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout_secs: u64,
     /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
     #[arg(long, env = "LABELD_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     drain_timeout_secs: u64,
@@ -421,6 +428,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         region: args.region.clone(),
         language: args.language,
         api_keys,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,6 +24,7 @@ use crate::api::api_keys::ApiKeys;
 use crate::api::auth::Credentials;
 use crate::api::grpc::ImageLabelsService;
 use crate::api::http::{metrics_router, router, HttpState};
+use crate::api::http_serve;
 use crate::batcher::{BatchConfig, BatchStats, Batcher};
 use crate::detect::{Detector, DetectorParts, Readiness};
 use crate::image::ImageLimits;
@@ -63,6 +64,10 @@ pub struct ServeSettings {
     pub region: String,
     /// API keys of the gRPC door and `POST /v1/labels` (empty: open).
     pub api_keys: ApiKeys,
+    /// An HTTP client must send its request headers within this, or its connection is closed.
+    pub header_timeout: Duration,
+    /// A `POST /v1/labels` body must arrive within this (504 RequestTimeout otherwise).
+    pub body_timeout: Duration,
     /// Language of label names on the OSS door.
     pub language: Language,
     /// Longest wait for calls in progress after shutdown starts; then remaining connections
@@ -191,6 +196,7 @@ impl Server {
             max_body_bytes: settings.limits.max_bytes as usize,
             scrape: scrape.clone(),
             api_keys: Arc::clone(&api_keys),
+            body_timeout: settings.body_timeout,
         };
         let labels = ImageLabelsServer::new(ImageLabelsService::new(detector, info, api_keys))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -241,17 +247,17 @@ impl Server {
         };
         let drain_timeout = settings.drain_timeout;
         let mut deadline_rx = stop.subscribe();
-        let mut http_stop = stop.subscribe();
-        let mut metrics_stop = stop.subscribe();
+        let http_stop = stop.subscribe();
+        let header_timeout = settings.header_timeout;
+        let metrics_stop = stop.subscribe();
         let task = tokio::spawn(async move {
             let http = async move {
                 match http_listener {
-                    Some(listener) => axum::serve(listener, router(http_state))
-                        .with_graceful_shutdown(async move {
-                            let _ = http_stop.wait_for(|stop| *stop).await;
-                        })
-                        .await
-                        .context("HTTP server failed"),
+                    Some(listener) => {
+                        http_serve::serve(listener, router(http_state), header_timeout, http_stop)
+                            .await;
+                        anyhow::Ok(())
+                    }
                     None => {
                         drop(http_state);
                         Ok(())
@@ -261,12 +267,11 @@ impl Server {
             // The metrics port stops with the rest: a scrape during the drain still answers.
             let metrics = async move {
                 match metrics_listener {
-                    Some(listener) => axum::serve(listener, metrics_router(scrape))
-                        .with_graceful_shutdown(async move {
-                            let _ = metrics_stop.wait_for(|stop| *stop).await;
-                        })
-                        .await
-                        .context("metrics server failed"),
+                    Some(listener) => {
+                        let router = metrics_router(scrape);
+                        http_serve::serve(listener, router, header_timeout, metrics_stop).await;
+                        anyhow::Ok(())
+                    }
                     None => Ok(()),
                 }
             };

@@ -48,6 +48,8 @@ pub struct HttpState {
     pub scrape: Scrape,
     /// Keys `POST /v1/labels` must carry (none: open).
     pub api_keys: Arc<ApiKeys>,
+    /// Longest wait for a `POST /v1/labels` body (against clients that trickle it).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The router of both HTTP doors.
@@ -108,6 +110,8 @@ enum HttpError {
     Argument { name: &'static str, reason: String },
     #[error("the method {0} is not supported here; use GET (OSS) or POST /v1/labels")]
     Method(Method),
+    #[error("the request body did not arrive within {0} s")]
+    SlowBody(u64),
 }
 
 impl HttpError {
@@ -128,6 +132,7 @@ impl HttpError {
             HttpError::ApiKey(e) => e.code(),
             HttpError::Argument { .. } => ErrorCode::InvalidArgument,
             HttpError::Method(_) => ErrorCode::NotImplemented,
+            HttpError::SlowBody(_) => ErrorCode::DeadlineExceeded,
         }
     }
 
@@ -505,8 +510,10 @@ async fn json_inner(
         })?)
         .filter(|n| *n > 0),
     };
-    let bytes: Bytes = axum::body::to_bytes(body, state.max_body_bytes)
+    let read = axum::body::to_bytes(body, state.max_body_bytes);
+    let bytes: Bytes = tokio::time::timeout(state.body_timeout, read)
         .await
+        .map_err(|_| HttpError::SlowBody(state.body_timeout.as_secs()))?
         .map_err(|_| {
             DetectError::Decode(crate::image::DecodeError::TooManyBytes {
                 bytes: state.max_body_bytes as u64 + 1,

@@ -6,4 +6,5 @@ pub mod api_keys;
 pub mod auth;
 pub mod grpc;
 pub mod http;
+pub mod http_serve;
 pub mod oss;

@@ -43,6 +43,8 @@ fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
         credentials: labeld::api::auth::Credentials::new(),
         region: "cn-hangzhou".into(),
         api_keys: labeld::api::api_keys::ApiKeys::none(),
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(60),
         language: labeld::taxonomy::Language::En,
     }
 }

@@ -102,6 +102,14 @@ async fn start() -> Server {
 }
 
 pub(crate) async fn start_with(api_keys: labeld::api::api_keys::ApiKeys) -> Server {
+    start_configured(api_keys, Duration::from_secs(10), Duration::from_secs(60)).await
+}
+
+async fn start_configured(
+    api_keys: labeld::api::api_keys::ApiKeys,
+    header_timeout: Duration,
+    body_timeout: Duration,
+) -> Server {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut credentials = labeld::api::auth::Credentials::new();
@@ -120,6 +128,8 @@ pub(crate) async fn start_with(api_keys: labeld::api::api_keys::ApiKeys) -> Serv
         credentials,
         region: "cn-hangzhou".into(),
         api_keys,
+        header_timeout,
+        body_timeout,
         language: labeld::taxonomy::Language::En,
     };
     let server = Server::start(
@@ -359,6 +369,44 @@ async fn api_keys_guard_the_json_door_only() {
             "{open}"
         );
     }
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// A client that trickles its headers is disconnected after the header timeout, one that
+/// trickles its body gets 504 RequestTimeout after the body timeout, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_the_server_goes_on() {
+    let none = labeld::api::api_keys::ApiKeys::none();
+    let server = start_configured(none, Duration::from_secs(1), Duration::from_secs(1)).await;
+    let addr = server.http_addr().unwrap();
+
+    // Headers never finished: the server closes the connection (EOF), well before our limit.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/labels HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection stayed open");
+
+    // A body that stops after 10 of 1000 bytes: 504 RequestTimeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut raw)).await;
+    assert!(answered.is_ok(), "no answer to a stalled body");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("RequestTimeout"), "{text}");
+
+    // Everyone else is still served.
+    let reply = http(addr, "POST", "/v1/labels", &[], &read_fixture("coffee.png")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     server.shutdown();
     server.wait().await.unwrap();
 }
