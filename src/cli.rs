@@ -169,6 +169,10 @@ struct ServeArgs {
     /// A POST /v1/labels body must arrive within this many seconds (504 RequestTimeout).
     #[arg(long, env = "LABELD_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
+    /// Longest wait for an S3-compatible bucket to answer a GET, seconds (then 503 /
+    /// UNAVAILABLE; the next request tries again).
+    #[arg(long, env = "LABELD_S3_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    s3_timeout_secs: u64,
     /// After SIGTERM, how long to wait for calls in progress before closing connections, seconds.
     #[arg(long, env = "LABELD_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     drain_timeout_secs: u64,
@@ -408,7 +412,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // S3 buckets connect with the standard AWS_* settings (AWS_ENDPOINT, AWS_REGION, keys...).
     let s3 = object_store::aws::AmazonS3Builder::from_env();
-    let buckets = Buckets::with_s3(&specs, &s3).map_err(anyhow::Error::msg)?;
+    let buckets = Buckets::with_s3(&specs, &s3)
+        .map_err(anyhow::Error::msg)?
+        .with_s3_timeout(Duration::from_secs(args.s3_timeout_secs));
     for name in buckets.names() {
         tracing::info!(bucket = name, "serving bucket");
     }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -38,6 +39,8 @@ pub enum SourceError {
     Io(#[from] std::io::Error),
     #[error("the object store failed: {0}")]
     Backend(String),
+    #[error("the object store did not answer within {0} s; try again later")]
+    Unavailable(u64),
 }
 
 impl SourceError {
@@ -49,6 +52,7 @@ impl SourceError {
             SourceError::NoSuchKey { .. } => ErrorCode::NoSuchKey,
             SourceError::TooLarge { .. } => ErrorCode::ImageTooLarge,
             SourceError::Io(_) | SourceError::Backend(_) => ErrorCode::Internal,
+            SourceError::Unavailable(_) => ErrorCode::NotReady,
         }
     }
 }
@@ -76,7 +80,13 @@ enum Bucket {
 #[derive(Debug, Clone, Default)]
 pub struct Buckets {
     buckets: BTreeMap<String, Bucket>,
+    /// Longest wait for an S3-compatible store to answer a GET (its client would otherwise
+    /// retry a dead endpoint for minutes while the request holds an admission slot).
+    s3_timeout: Duration,
 }
+
+/// Default of [`Buckets::with_s3_timeout`].
+pub const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A byte stream of an object, for GetObject.
 pub type ObjectStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -137,7 +147,17 @@ impl Buckets {
                 return Err(format!("bucket {name} is configured twice"));
             }
         }
-        Ok(Buckets { buckets })
+        Ok(Buckets {
+            buckets,
+            s3_timeout: DEFAULT_S3_TIMEOUT,
+        })
+    }
+
+    /// Sets how long a GET from an S3-compatible bucket may take before it fails with
+    /// [`SourceError::Unavailable`] (the next request tries again: nothing is remembered).
+    pub fn with_s3_timeout(mut self, timeout: Duration) -> Buckets {
+        self.s3_timeout = timeout;
+        self
     }
 
     /// Bucket names, sorted.
@@ -246,16 +266,21 @@ impl Buckets {
             Bucket::S3(s3) => {
                 let path = s3.path(key)?;
                 let failed = |e| s3_error(e, bucket, key);
-                // One round trip: the size arrives with the response headers, so an object over
-                // the limit is refused before its body is read.
-                let result = s3.store.get(&path).await.map_err(failed)?;
-                if result.meta.size > max_bytes {
-                    return Err(SourceError::TooLarge {
-                        bytes: result.meta.size,
-                        limit: max_bytes,
-                    });
-                }
-                let bytes = result.bytes().await.map_err(failed)?;
+                let get = async {
+                    // One round trip: the size arrives with the response headers, so an object
+                    // over the limit is refused before its body is read.
+                    let result = s3.store.get(&path).await.map_err(failed)?;
+                    if result.meta.size > max_bytes {
+                        return Err(SourceError::TooLarge {
+                            bytes: result.meta.size,
+                            limit: max_bytes,
+                        });
+                    }
+                    result.bytes().await.map_err(failed)
+                };
+                let bytes = tokio::time::timeout(self.s3_timeout, get)
+                    .await
+                    .map_err(|_| SourceError::Unavailable(self.s3_timeout.as_secs()))??;
                 if bytes.len() as u64 > max_bytes {
                     return Err(SourceError::TooLarge {
                         bytes: bytes.len() as u64,
@@ -288,10 +313,9 @@ impl Buckets {
             }
             Bucket::S3(s3) => {
                 let path = s3.path(key)?;
-                let result = s3
-                    .store
-                    .get(&path)
+                let result = tokio::time::timeout(self.s3_timeout, s3.store.get(&path))
                     .await
+                    .map_err(|_| SourceError::Unavailable(self.s3_timeout.as_secs()))?
                     .map_err(|e| s3_error(e, bucket, key))?;
                 let len = result.meta.size;
                 let stream = result
@@ -428,6 +452,7 @@ mod tests {
                     prefix: "pre".into(),
                 }),
             )]),
+            s3_timeout: DEFAULT_S3_TIMEOUT,
         };
         assert_eq!(
             buckets.fetch("mem", "a/cat.jpg", 100).await.unwrap(),
@@ -477,6 +502,46 @@ mod tests {
         let buckets = Buckets::with_s3(&["photos=s3://bucket-a/some/prefix/"], &s3).unwrap();
         assert!(buckets.contains("photos"));
         assert!(Buckets::with_s3(&["photos=s3://"], &s3).is_err());
+    }
+
+    /// An S3 endpoint that accepts connections and never answers: the fetch fails with
+    /// Unavailable (503 / UNAVAILABLE) after the timeout instead of hanging in retries.
+    #[tokio::test]
+    async fn a_silent_s3_endpoint_fails_within_the_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let s3 = AmazonS3Builder::new()
+            .with_region("us-east-1")
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_access_key_id("test")
+            .with_secret_access_key("test");
+        let buckets = Buckets::with_s3(&["photos=s3://silent"], &s3)
+            .unwrap()
+            .with_s3_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let fetched = buckets.fetch("photos", "cat.jpg", 1 << 20).await;
+        assert!(
+            matches!(fetched, Err(SourceError::Unavailable(_))),
+            "{fetched:?}"
+        );
+        let streamed = buckets.stream("photos", "cat.jpg").await.map(|_| ());
+        assert!(
+            matches!(streamed, Err(SourceError::Unavailable(_))),
+            "{streamed:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            SourceError::Unavailable(1).code(),
+            crate::error::ErrorCode::NotReady
+        );
+        held.abort();
     }
 
     #[test]
