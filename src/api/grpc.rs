@@ -268,27 +268,31 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         let received = Instant::now();
         let deadline = deadline_from(request.metadata(), received);
         let client_id = request.get_ref().request_id.clone();
-        if let Err(e) = self.authorize(request.metadata()) {
-            let id = if client_id.is_empty() {
+        // The caller's id when there is no parsed request to take it from.
+        let fallback_id = || {
+            if client_id.is_empty() {
                 new_request_id()
             } else {
-                client_id
-            };
-            report(Door::Grpc, &id, received, &Err((e.code(), e.to_string())));
-            return Err(refused(e, &id));
-        }
-        let (answer, request_id) = match parse_request(request.into_inner(), deadline) {
-            Ok(parsed) => {
-                let request_id = parsed.request_id.clone();
-                (run(&self.detector, parsed).await, request_id)
+                client_id.clone()
             }
-            Err(e) if client_id.is_empty() => (Err(e), new_request_id()),
-            Err(e) => (Err(e), client_id),
         };
-        let answer = answer.map_err(|error| {
-            let message = public_message(&error, &request_id);
-            (error.code(), message)
-        });
+        let (answer, request_id) = match self.authorize(request.metadata()) {
+            Err(e) => (Err((e.code(), e.to_string())), fallback_id()),
+            Ok(()) => {
+                let (answer, request_id) = match parse_request(request.into_inner(), deadline) {
+                    Ok(parsed) => {
+                        let request_id = parsed.request_id.clone();
+                        (run(&self.detector, parsed).await, request_id)
+                    }
+                    Err(e) => (Err(e), fallback_id()),
+                };
+                let answer = answer.map_err(|error| {
+                    let message = public_message(&error, &request_id);
+                    (error.code(), message)
+                });
+                (answer, request_id)
+            }
+        };
         report(Door::Grpc, &request_id, received, &answer);
         match answer {
             Ok(detection) => {

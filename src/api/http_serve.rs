@@ -23,6 +23,15 @@ pub async fn serve(
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
     let mut stopped = std::pin::pin!(stopped(stop));
     loop {
@@ -38,15 +47,6 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(Some(Duration::from_secs(30)));
                 let service = TowerToHyperService::new(router.clone());
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
