@@ -22,7 +22,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::api_keys::ApiKeys;
 use crate::api::auth::Credentials;
-use crate::api::grpc::ImageLabelsService;
+use crate::api::grpc::{mark_received, ImageLabelsService};
 use crate::api::http::{metrics_router, router, HttpState};
 use crate::api::http_serve;
 use crate::batcher::{BatchConfig, BatchStats, Batcher};
@@ -202,6 +202,7 @@ impl Server {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
+        let labels = tonic::service::interceptor::InterceptedService::new(labels, mark_received);
 
         // Warm-up in the background: health flips to SERVING when every worker is warm.
         let (stop, mut stop_rx) = watch::channel(false);

@@ -35,6 +35,30 @@ fn deadline_margin(timeout: Duration) -> Duration {
     (timeout / 20).clamp(Duration::from_millis(2), Duration::from_millis(50))
 }
 
+/// When a call reached the service, recorded by [`mark_received`] before its message is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
+/// Interceptor that stamps each call with its arrival time. tonic's own server timer for
+/// `grpc-timeout` starts at that moment too (before the message is decoded), so a deadline
+/// measured from here expires, by the margin, before tonic's timer answers CANCELLED; measured
+/// from the handler's start it could expire after it when decoding a large message was slow.
+///
+/// # Errors
+/// Never.
+#[allow(clippy::result_large_err)]
+pub fn mark_received(mut request: Request<()>) -> Result<Request<()>, Status> {
+    request.extensions_mut().insert(Received(Instant::now()));
+    Ok(request)
+}
+
+fn received_at<T>(request: &Request<T>) -> Instant {
+    request
+        .extensions()
+        .get::<Received>()
+        .map_or_else(Instant::now, |r| r.0)
+}
+
 /// The gRPC status code of each error code: the single gRPC mapping table.
 pub fn grpc_code(code: ErrorCode) -> Code {
     match code {
@@ -268,7 +292,7 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         &self,
         request: Request<pb::DetectImageLabelsRequest>,
     ) -> Result<Response<pb::DetectImageLabelsResponse>, Status> {
-        let received = Instant::now();
+        let received = received_at(&request);
         let deadline = deadline_from(request.metadata(), received);
         let client_id = request.get_ref().request_id.clone();
         // The caller's id when there is no parsed request to take it from.
@@ -315,7 +339,7 @@ impl pb::image_labels_server::ImageLabels for ImageLabelsService {
         &self,
         request: Request<Streaming<pb::DetectImageLabelsRequest>>,
     ) -> Result<Response<Self::DetectImageLabelsStreamStream>, Status> {
-        let deadline = deadline_from(request.metadata(), Instant::now());
+        let deadline = deadline_from(request.metadata(), received_at(&request));
         if let Err(e) = self.authorize(request.metadata()) {
             let id = new_request_id();
             let answer = Err((e.code(), e.to_string()));
