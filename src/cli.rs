@@ -101,6 +101,14 @@ enum Command {
         /// Images per forward pass.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch_size: u16,
+        /// Explain: add each label's BoundingBox and Heatmap to the answers and write, per image,
+        /// a PNG of its most confident fine label's heatmap and box over the photo into this
+        /// folder.
+        #[arg(long, value_name = "OUT_DIR")]
+        explain: Option<PathBuf>,
+        /// Add ImageProperties to each answer: dominant colours, brightness, sharpness, contrast.
+        #[arg(long)]
+        properties: bool,
     },
     /// Serve the gRPC API (labeld.v1.ImageLabels, grpc.health.v1, reflection) until SIGTERM/SIGINT.
     Serve(Box<ServeArgs>),
@@ -252,6 +260,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             shard,
             quiet,
             batch_size,
+            explain,
+            properties,
         } => {
             let labeler = model.load()?;
             let job = label_files::Job {
@@ -260,12 +270,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     threshold,
                     language,
                     max_labels,
+                    explain: explain.is_some(),
+                    properties,
                 },
                 batch_size: usize::from(batch_size),
                 format: format.into(),
                 shard,
                 output,
                 progress: !quiet,
+                explain_dir: explain,
             };
             let summary = label_files::run(&labeler, &job)?;
             if !quiet {

@@ -17,9 +17,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::batcher::{BatchError, Batcher};
 use crate::error::ErrorCode;
-use crate::image::{
-    decode_rgb_covering, prepare, resize_target, DecodeError, ImageLimits, ModelInput,
-};
+use crate::image::{decode_and_prepare, DecodeError, ImageLimits, ImageProperties, Prepared};
 use crate::labels::{labels_for, Label, LabelOptions};
 use crate::model::{ClassifierHead, ModelKind};
 use crate::observe::{self, Rejection};
@@ -66,6 +64,8 @@ pub struct Timings {
 #[derive(Debug, Clone)]
 pub struct Detection {
     pub labels: Vec<Label>,
+    /// Only when the request asked for them.
+    pub properties: Option<ImageProperties>,
     pub request_id: String,
     pub model: ModelKind,
     pub timings: Timings,
@@ -245,7 +245,11 @@ impl Detector {
             }
         };
         let inner = Arc::clone(&self.inner);
-        let input = self.on_pool(move || inner.prepare(&bytes)).await??;
+        let options = request.options;
+        let Prepared { input, properties } = self
+            .on_pool(move || inner.prepare(&bytes, &options))
+            .await??;
+        let geometry = input.geometry;
         let decoded = Instant::now();
         if expired() {
             observe::rejected(Rejection::DeadlineExpired);
@@ -259,16 +263,22 @@ impl Detector {
             .map_err(|_| DetectError::Internal("a model worker stopped".into()))??;
 
         let inner = Arc::clone(&self.inner);
-        let options = request.options;
         let prediction = inferred.prediction;
         let labels = self
             .on_pool(move || {
                 let parts = &inner.parts;
-                labels_for(&parts.taxonomy, &parts.head, &prediction, &options)
+                labels_for(
+                    &parts.taxonomy,
+                    &parts.head,
+                    &prediction,
+                    &geometry,
+                    &options,
+                )
             })
             .await?;
         Ok(Detection {
             labels,
+            properties,
             request_id: request.request_id,
             model: parts.model,
             timings: Timings {
@@ -299,10 +309,14 @@ impl Detector {
 }
 
 impl Inner {
-    fn prepare(&self, bytes: &[u8]) -> Result<ModelInput, DetectError> {
+    fn prepare(&self, bytes: &[u8], options: &LabelOptions) -> Result<Prepared, DetectError> {
         let parts = &self.parts;
         let size = parts.model.input_size();
-        let rgb = decode_rgb_covering(bytes, &parts.limits, resize_target(size))?;
-        Ok(prepare(&rgb, parts.model.input_size()))
+        Ok(decode_and_prepare(
+            bytes,
+            &parts.limits,
+            size,
+            options.colour_names(),
+        )?)
     }
 }

@@ -24,8 +24,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::error::{ErrorBody, ErrorCode};
+use crate::image::{decode_for_model, ImageProperties};
 use crate::labeler::Labeler;
 use crate::labels::{Label, LabelOptions, LabelsResponse};
+use crate::overlay::{render_overlay, OVERLAY_SIDE};
 use crate::request_id::new_request_id;
 
 /// How answers are written.
@@ -96,6 +98,8 @@ pub struct Job {
     pub output: Option<PathBuf>,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Write a heatmap overlay per labelled image here (`options.explain` should be on).
+    pub explain_dir: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -107,6 +111,8 @@ pub struct Summary {
     pub skipped: usize,
     pub labelled: usize,
     pub failed: usize,
+    /// Heatmap overlays written (`--explain`).
+    pub overlays: usize,
     pub elapsed: Duration,
 }
 
@@ -121,6 +127,9 @@ impl std::fmt::Display for Summary {
         )?;
         if done > 0 && secs > 0.0 {
             write!(f, " ({:.1} images/s)", done as f64 / secs)?;
+        }
+        if self.overlays > 0 {
+            write!(f, "; heatmap overlays written: {}", self.overlays)?;
         }
         Ok(())
     }
@@ -168,6 +177,9 @@ pub fn run(labeler: &Labeler, job: &Job) -> anyhow::Result<Summary> {
         write_csv_header(&mut out)?;
     }
 
+    if let Some(dir) = &job.explain_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut progress = Progress::new(todo.len(), job.progress && std::io::stderr().is_terminal());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for chunk in todo.chunks(job.batch_size.max(1)) {
@@ -175,24 +187,46 @@ pub fn run(labeler: &Labeler, job: &Job) -> anyhow::Result<Summary> {
         let prepared = parallel_map(chunk, threads, |path| {
             let bytes = read_file(path, labeler.limits().max_bytes)?;
             labeler
-                .prepare(&bytes)
+                .prepare_with(&bytes, job.options.colour_names())
                 .map_err(|e| (e.code(), e.to_string()))
         });
-        let ok: Vec<_> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let ok: Vec<_> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok())
+            .map(|p| &p.input)
+            .collect();
         let mut labelled = labeler.label(&ok, &job.options)?.into_iter();
-        for (path, result) in chunk.iter().zip(prepared) {
-            let answer = match result {
-                Ok(_) => {
+        let mut answers = Vec::with_capacity(chunk.len());
+        for result in prepared {
+            answers.push(match result {
+                Ok(p) => {
                     summary.labelled += 1;
-                    Ok(labelled
+                    let labels = labelled
                         .next()
-                        .expect("one result per input. This is a bug."))
+                        .expect("one result per input. This is a bug.");
+                    Ok((labels, p.properties))
                 }
                 Err(e) => {
                     summary.failed += 1;
                     Err(e)
                 }
-            };
+            });
+        }
+        if let Some(dir) = &job.explain_dir {
+            let work: Vec<_> = chunk.iter().zip(&answers).collect();
+            let written = parallel_map(&work, threads, |(path, answer)| match answer {
+                Ok((labels, _)) => write_overlay(labeler, dir, path, labels),
+                Err(_) => Ok(false),
+            });
+            for w in written {
+                match w {
+                    Ok(true) => summary.overlays += 1,
+                    Ok(false) => {}
+                    Err(e) => eprintln!("labeld: {e:#}"),
+                }
+            }
+        }
+        for (path, answer) in chunk.iter().zip(answers) {
             write_answer(&mut out, job.format, path, answer)?;
         }
         // A killed run loses at most the chunk being labelled.
@@ -203,6 +237,50 @@ pub fn run(labeler: &Labeler, job: &Job) -> anyhow::Result<Summary> {
     out.flush()?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Where the overlay of `path` goes: its file stem and a hash of its whole path (two photos
+/// named alike in different folders do not overwrite each other).
+pub fn overlay_path(dir: &Path, path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy());
+    let hash = fnv1a(path.as_os_str().as_encoded_bytes()) as u32;
+    dir.join(format!("{stem}-{hash:08x}.png"))
+}
+
+/// Writes the heatmap overlay of the image's most confident fine label (or, without one, its
+/// most confident label) to [`overlay_path`]. `Ok(false)` when there is nothing to draw.
+fn write_overlay(
+    labeler: &Labeler,
+    dir: &Path,
+    path: &Path,
+    labels: &[Label],
+) -> anyhow::Result<bool> {
+    let chosen = labels
+        .iter()
+        .find(|l| l.label_level == 3)
+        .or_else(|| labels.first());
+    let Some(label) = chosen else {
+        return Ok(false);
+    };
+    let Some(heatmap) = &label.heatmap else {
+        return Ok(false);
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let decoded = decode_for_model(&bytes, labeler.limits(), OVERLAY_SIDE / 2)
+        .with_context(|| format!("decoding {}", path.display()))?;
+    let overlay = render_overlay(
+        &decoded.image,
+        decoded.original_width,
+        heatmap,
+        label.bounding_box.as_ref(),
+    );
+    let target = overlay_path(dir, path);
+    overlay
+        .save_with_format(&target, image::ImageFormat::Png)
+        .with_context(|| format!("writing {}", target.display()))?;
+    Ok(true)
 }
 
 /// Reads a file, refusing (without reading it all) one larger than `max_bytes`.
@@ -295,19 +373,22 @@ fn write_csv_header(out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")
 }
 
+/// One image's labels and (when asked for) properties, or why it failed.
+type FileAnswer = Result<(Vec<Label>, Option<ImageProperties>), (ErrorCode, String)>;
+
 fn write_answer(
     out: &mut impl Write,
     format: Format,
     path: &Path,
-    answer: Result<Vec<Label>, (ErrorCode, String)>,
+    answer: FileAnswer,
 ) -> anyhow::Result<()> {
     let request_id = new_request_id();
     let file = path.display().to_string();
     match (format, answer) {
-        (Format::Csv, Ok(labels)) if labels.is_empty() => {
+        (Format::Csv, Ok((labels, _))) if labels.is_empty() => {
             writeln!(out, "{},,,,,,,", csv_field(&file))?;
         }
-        (Format::Csv, Ok(labels)) => {
+        (Format::Csv, Ok((labels, _))) => {
             for l in labels {
                 writeln!(
                     out,
@@ -330,8 +411,13 @@ fn write_answer(
                 csv_field(&message)
             )?;
         }
-        (format, Ok(labels)) => {
-            write_json(out, format, file, &LabelsResponse { labels, request_id })?;
+        (format, Ok((labels, image_properties))) => {
+            let body = LabelsResponse {
+                labels,
+                request_id,
+                image_properties,
+            };
+            write_json(out, format, file, &body)?;
         }
         (format, Err((code, message))) => {
             let body = ErrorBody {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use crate::image::{
-    decode_rgb_covering, prepare, resize_target, DecodeError, ImageLimits, ModelInput,
+    decode_and_prepare, ColourNames, DecodeError, ImageLimits, ModelInput, Prepared,
 };
 use crate::labels::{labels_for, Label, LabelOptions};
 use crate::model::{Classifier, LiteClassifier, ModelError, ModelKind, Prediction};
@@ -93,9 +93,21 @@ impl Labeler {
     /// # Errors
     /// [`DecodeError`] for anything wrong with the image.
     pub fn prepare(&self, bytes: &[u8]) -> Result<ModelInput, DecodeError> {
+        Ok(self.prepare_with(bytes, None)?.input)
+    }
+
+    /// [`Labeler::prepare`], also measuring the image's properties when `properties` names the
+    /// language of colour names.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for anything wrong with the image.
+    pub fn prepare_with(
+        &self,
+        bytes: &[u8],
+        properties: Option<ColourNames>,
+    ) -> Result<Prepared, DecodeError> {
         let size = self.model.kind().input_size();
-        let rgb = decode_rgb_covering(bytes, &self.limits, resize_target(size))?;
-        Ok(prepare(&rgb, self.model.kind().input_size()))
+        decode_and_prepare(bytes, &self.limits, size, properties)
     }
 
     /// Runs the model on a batch of prepared inputs.
@@ -107,9 +119,20 @@ impl Labeler {
         self.model.classify(&batch)
     }
 
-    /// Turns one prediction into labels.
-    pub fn labels(&self, prediction: &Prediction, options: &LabelOptions) -> Vec<Label> {
-        labels_for(&self.taxonomy, self.model.head(), prediction, options)
+    /// Turns one prediction of `input` into labels.
+    pub fn labels(
+        &self,
+        input: &ModelInput,
+        prediction: &Prediction,
+        options: &LabelOptions,
+    ) -> Vec<Label> {
+        labels_for(
+            &self.taxonomy,
+            self.model.head(),
+            prediction,
+            &input.geometry,
+            options,
+        )
     }
 
     /// Runs the model on a batch and returns each image's labels.
@@ -124,7 +147,8 @@ impl Labeler {
         Ok(self
             .predict(inputs)?
             .iter()
-            .map(|p| self.labels(p, options))
+            .zip(inputs)
+            .map(|(p, input)| self.labels(input, p, options))
             .collect())
     }
 }

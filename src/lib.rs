@@ -8,9 +8,11 @@
 //!   [`model::Classifier`] interface.
 //! - [`taxonomy`]: the 3-level label hierarchy loaded from `weights/taxonomy.json`.
 //! - [`labels`]: prediction → IMM-shaped [`labels::Label`]s (aggregation, threshold, language).
-//! - [`centric`]: CentricScore from class activation maps.
+//! - [`centric`]: CentricScore from class activation maps; [`explain`]: heatmaps and boxes from
+//!   the same maps.
 //! - [`labeler`]: the pipeline assembled in one process (used by the CLI).
-//! - [`label_files`]: `labeld label`: folders walked, sharded, resumed, written as json/jsonl/csv.
+//! - [`label_files`]: `labeld label`: folders walked, sharded, resumed, written as json/jsonl/csv;
+//!   [`overlay`]: the heatmap PNGs of `--explain`.
 //! - [`source`]: `oss://bucket/key` → bytes, from local-folder buckets.
 //! - [`batcher`]: the bounded queue and the model worker threads (dynamic batching).
 //! - [`detect`]: the transport-neutral use case every door calls.
@@ -21,7 +23,7 @@
 //! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!
 //! # Invariants
-//! `image`, `taxonomy`, `labels` and `centric` never import candle, tokio or any server crate;
+//! `image`, `taxonomy`, `labels`, `centric` and `explain` never import candle, tokio or any server crate;
 //! only `model` knows candle; only `api` (and the wiring in `server`) knows tonic. Nothing below
 //! `main.rs` reads environment variables.
 
@@ -30,12 +32,14 @@ pub mod batcher;
 pub mod centric;
 pub mod detect;
 pub mod error;
+pub mod explain;
 pub mod image;
 pub mod label_files;
 pub mod labeler;
 pub mod labels;
 pub mod model;
 pub mod observe;
+pub mod overlay;
 pub mod pb;
 pub mod request_id;
 pub mod server;

@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::api_keys::{ApiKeys, KeyError};
 use crate::detect::{DetectError, DetectRequest, Detection, Detector, ImageSource};
 use crate::error::ErrorCode;
+use crate::explain::PixelBox;
 use crate::labels::{LabelOptions, DEFAULT_THRESHOLD};
 use crate::observe::{self, Door, Outcome};
 use crate::pb;
@@ -176,6 +177,8 @@ pub fn parse_request(
             threshold,
             language,
             max_labels: (request.max_labels > 0).then_some(request.max_labels as usize),
+            explain: request.explain,
+            properties: request.properties,
         },
         request_id,
         deadline,
@@ -196,8 +199,34 @@ fn to_response(detection: Detection) -> pb::DetectImageLabelsResponse {
                 parent_label_name: l.parent_label_name,
                 centric_score: l.centric_score,
                 language: l.language.to_string(),
+                bounding_box: l.bounding_box.map(to_box),
+                heatmap: l.heatmap.map(|h| pb::Heatmap {
+                    width: h.width,
+                    height: h.height,
+                    values: h.values,
+                    region: Some(to_box(h.region)),
+                }),
             })
             .collect(),
+        properties: detection.properties.map(|p| pb::ImageProperties {
+            width: p.width,
+            height: p.height,
+            brightness: p.brightness,
+            sharpness: p.sharpness,
+            contrast: p.contrast,
+            dominant_colors: p
+                .dominant_colors
+                .into_iter()
+                .map(|c| pb::DominantColor {
+                    name: c.name.to_string(),
+                    hex: c.hex,
+                    red: u32::from(c.red),
+                    green: u32::from(c.green),
+                    blue: u32::from(c.blue),
+                    fraction: c.fraction,
+                })
+                .collect(),
+        }),
         request_id: detection.request_id,
         model: detection.model.name().to_string(),
         timings: Some(pb::StageTimings {
@@ -208,6 +237,15 @@ fn to_response(detection: Detection) -> pb::DetectImageLabelsResponse {
             batch_size: t.batch_size as u32,
         }),
         error: None,
+    }
+}
+
+fn to_box(b: PixelBox) -> pb::BoundingBox {
+    pb::BoundingBox {
+        left: b.left,
+        top: b.top,
+        width: b.width,
+        height: b.height,
     }
 }
 

@@ -55,12 +55,42 @@ pub struct HttpState {
 /// The router of both HTTP doors.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(web_page))
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/labels", post(json_labels))
         .fallback(oss)
         .with_state(state)
+}
+
+/// The web page (`src/api/web/index.html`), embedded so the binary serves it offline.
+const WEB_PAGE: &str = include_str!("web/index.html");
+
+/// What the page may do: its own inline script and style, photos from the files the user picks,
+/// requests to this origin only; no frames, no forms, no other origin.
+const WEB_PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src blob: data:; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /`: the page itself holds no data, so it needs no key; its calls to `/v1/labels` do.
+async fn web_page() -> Response {
+    let mut response = Response::new(Body::from(WEB_PAGE));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(WEB_PAGE_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The router of a metrics-only port (`--metrics-addr`): `/metrics` and nothing else.
@@ -228,6 +258,7 @@ fn json_labels_response(detection: Detection) -> Result<Response, HttpError> {
     let labels = LabelsResponse {
         labels: detection.labels,
         request_id: detection.request_id,
+        image_properties: detection.properties,
     };
     let body = serde_json::to_vec(&labels)
         .map_err(|e| HttpError::Detect(DetectError::Internal(e.to_string())))?;
@@ -400,6 +431,8 @@ async fn oss_inner(
                         threshold: f32::from(process.thr) / 100.0,
                         language: state.language,
                         max_labels: None,
+                        explain: false,
+                        properties: false,
                     },
                     request_id: request_id.to_string(),
                     deadline: None,
@@ -446,6 +479,20 @@ struct JsonParams {
     threshold: Option<String>,
     language: Option<String>,
     max_labels: Option<String>,
+    explain: Option<String>,
+    properties: Option<String>,
+}
+
+/// A yes/no query parameter: `true`/`false` (also `1`/`0`); anything else names the parameter.
+fn flag(name: &'static str, raw: Option<&str>) -> Result<bool, HttpError> {
+    match raw {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(HttpError::Argument {
+            name,
+            reason: format!("must be true or false, got {other:?}"),
+        }),
+    }
 }
 
 async fn json_labels(
@@ -510,6 +557,8 @@ async fn json_inner(
         })?)
         .filter(|n| *n > 0),
     };
+    let explain = flag("explain", params.explain.as_deref())?;
+    let properties = flag("properties", params.properties.as_deref())?;
     let read = axum::body::to_bytes(body, state.max_body_bytes);
     let bytes: Bytes = tokio::time::timeout(state.body_timeout, read)
         .await
@@ -528,6 +577,8 @@ async fn json_inner(
                 threshold,
                 language,
                 max_labels,
+                explain,
+                properties,
             },
             request_id: request_id.to_string(),
             deadline: None,

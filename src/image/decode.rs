@@ -308,6 +308,16 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Decode
     })
 }
 
+/// An image decoded for the model, and the size of the original it came from.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Upright RGB pixels; smaller than the original after a scaled JPEG decode.
+    pub image: RgbImage,
+    /// The original's size, upright (after EXIF orientation).
+    pub original_width: u32,
+    pub original_height: u32,
+}
+
 /// Decodes an image that will be resized so that its shorter side is `short_side` (see
 /// [`super::preprocess::resize_target`]). A JPEG whose shorter side is at least twice that is
 /// decoded with a scaled IDCT (1/2, 1/4 or 1/8 per axis, in the DCT domain) to the smallest size
@@ -323,18 +333,35 @@ pub fn decode_rgb_covering(
     limits: &ImageLimits,
     short_side: u32,
 ) -> Result<RgbImage, DecodeError> {
+    decode_for_model(bytes, limits, short_side).map(|d| d.image)
+}
+
+/// [`decode_rgb_covering`], also telling the original's upright size (to map boxes back to it).
+///
+/// # Errors
+/// As [`decode_rgb`].
+pub fn decode_for_model(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    short_side: u32,
+) -> Result<Decoded, DecodeError> {
     let header = read_header(bytes, limits)?;
     if header.format == ImageFormat::Jpeg && header.width.min(header.height) >= 2 * short_side {
-        if let Some(image) = decode_jpeg_scaled(bytes, &header, short_side) {
-            return Ok(image);
+        if let Some(decoded) = decode_jpeg_scaled(bytes, &header, short_side) {
+            return Ok(decoded);
         }
     }
-    decode_rgb(bytes, limits)
+    let image = decode_rgb(bytes, limits)?;
+    Ok(Decoded {
+        original_width: image.width(),
+        original_height: image.height(),
+        image,
+    })
 }
 
 /// The scaled-IDCT decode, or `None` to fall back to the full decoder (which then reports any
 /// error in the file with its usual message).
-fn decode_jpeg_scaled(bytes: &[u8], header: &ImageHeader, short_side: u32) -> Option<RgbImage> {
+fn decode_jpeg_scaled(bytes: &[u8], header: &ImageHeader, short_side: u32) -> Option<Decoded> {
     let short = header.width.min(header.height);
     let factor = [8u32, 4, 2].into_iter().find(|k| short / k >= short_side)?;
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
@@ -364,7 +391,18 @@ fn decode_jpeg_scaled(bytes: &[u8], header: &ImageHeader, short_side: u32) -> Op
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::ImageRgb8(rgb);
     image.apply_orientation(orientation);
-    Some(image.into_rgb8())
+    // Orientations that turn the picture a quarter turn swap the original's sides too.
+    let turned = image.width() != u32::from(info.width);
+    let (original_width, original_height) = if turned {
+        (header.height, header.width)
+    } else {
+        (header.width, header.height)
+    };
+    Some(Decoded {
+        image: image.into_rgb8(),
+        original_width,
+        original_height,
+    })
 }
 
 fn decode_with(

@@ -3,13 +3,42 @@
 
 mod decode;
 mod preprocess;
+mod properties;
 mod resize;
 
 pub use decode::{
-    decode_rgb, decode_rgb_covering, read_header, sniff_format, DecodeError, ImageFormat,
-    ImageHeader, ImageLimits,
+    decode_for_model, decode_rgb, decode_rgb_covering, read_header, sniff_format, DecodeError,
+    Decoded, ImageFormat, ImageHeader, ImageLimits,
 };
 pub use preprocess::{
     normalise, prepare, resize_and_crop, resize_target, CropGeometry, ModelInput,
 };
+pub use properties::{image_properties, ColourNames, DominantColour, ImageProperties};
 pub use resize::resize_bicubic;
+
+/// An image made ready for the model, and its properties when they were asked for.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub input: ModelInput,
+    pub properties: Option<ImageProperties>,
+}
+
+/// Validates, decodes and preprocesses one encoded image for a model whose input is
+/// `size × size`; measures its [`ImageProperties`] when `properties` says in which language to
+/// name the colours. Everything a worker thread does before the model.
+///
+/// # Errors
+/// [`DecodeError`] for anything wrong with the image.
+pub fn decode_and_prepare(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    size: u32,
+    properties: Option<ColourNames>,
+) -> Result<Prepared, DecodeError> {
+    let decoded = decode_for_model(bytes, limits, resize_target(size))?;
+    let (width, height) = (decoded.original_width, decoded.original_height);
+    let mut input = prepare(&decoded.image, size);
+    input.geometry = input.geometry.with_original(width, height);
+    let properties = properties.map(|names| image_properties(&decoded.image, width, height, names));
+    Ok(Prepared { input, properties })
+}

@@ -13,9 +13,13 @@ use super::resize::resize_bicubic_window;
 /// activation maps back to the photo's pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CropGeometry {
-    /// Upright image size (after EXIF orientation).
+    /// Size of the decoded image the resize started from (upright; a scaled JPEG decode makes it
+    /// smaller than the original).
     pub source_width: u32,
     pub source_height: u32,
+    /// Size of the original image, upright (after EXIF orientation): what boxes are reported in.
+    pub original_width: u32,
+    pub original_height: u32,
     /// Size after the shorter-side resize.
     pub resized_width: u32,
     pub resized_height: u32,
@@ -24,6 +28,30 @@ pub struct CropGeometry {
     pub crop_top: u32,
     /// Side of the square crop (the model's input size).
     pub size: u32,
+}
+
+impl CropGeometry {
+    /// The same crop of an image that was decoded smaller than its `width × height` original
+    /// (a scaled JPEG decode), so that points map back to the original's pixels.
+    pub fn with_original(self, width: u32, height: u32) -> CropGeometry {
+        CropGeometry {
+            original_width: width,
+            original_height: height,
+            ..self
+        }
+    }
+
+    /// A point of the crop (pixels, `0..size`) in the original image's pixels. The resize scales
+    /// both axes of the decoded image, and a scaled decode scales them again: the crop's offset
+    /// plus the point, times original over resized, on each axis.
+    pub fn crop_to_original(&self, x: f64, y: f64) -> (f64, f64) {
+        (
+            (x + f64::from(self.crop_left)) * f64::from(self.original_width)
+                / f64::from(self.resized_width),
+            (y + f64::from(self.crop_top)) * f64::from(self.original_height)
+                / f64::from(self.resized_height),
+        )
+    }
 }
 
 /// One image ready for the model.
@@ -58,6 +86,8 @@ pub fn resize_and_crop(image: &RgbImage, size: u32) -> (RgbImage, CropGeometry) 
     let geometry = CropGeometry {
         source_width: w0,
         source_height: h0,
+        original_width: w0,
+        original_height: h0,
         resized_width: rw,
         resized_height: rh,
         crop_left: left,

@@ -16,7 +16,7 @@ fn score_of(canvas: &RgbImage, name: &str) -> f32 {
         threshold: 0.0,
         ..Default::default()
     };
-    let labels = labeler.labels(&prediction, &options);
+    let labels = labeler.labels(&input, &prediction, &options);
     labels
         .iter()
         .find(|l| l.label_name == name)

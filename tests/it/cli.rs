@@ -237,3 +237,59 @@ fn csv_has_one_row_per_label_and_one_per_failure() {
     );
     assert!(failed.contains(",InvalidArgument,"), "{failed}");
 }
+
+/// `--explain DIR` writes one overlay PNG per labelled image and adds boxes to the answers;
+/// `--properties` adds ImageProperties.
+#[test]
+fn explain_writes_overlays_and_properties_are_added() {
+    let dir = std::env::temp_dir().join(format!("labeld-explain-{}", std::process::id()));
+    let overlays = dir.join("overlays");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("chelsea.png"), dir.join("cat.png")).unwrap();
+    std::fs::copy(fixture("rocket.jpg"), dir.join("rocket.jpg")).unwrap();
+    std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\n").unwrap();
+    let out = labeld()
+        .args([
+            "label",
+            "--model",
+            "lite0",
+            "--threshold",
+            "0.2",
+            "--format",
+            "jsonl",
+        ])
+        .args(["--properties", "--explain"])
+        .arg(&overlays)
+        .arg(dir.join("cat.png"))
+        .arg(dir.join("rocket.jpg"))
+        .arg(dir.join("broken.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("heatmap overlays written: 2"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines[..2] {
+        assert!(line["ImageProperties"]["Brightness"].is_number(), "{line}");
+        assert!(
+            line["Labels"][0]["BoundingBox"]["Width"].is_number(),
+            "{line}"
+        );
+    }
+    let mut written: Vec<_> = std::fs::read_dir(&overlays)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for (path, (w, h)) in written.iter().zip([(451, 300), (640, 427)]) {
+        let png = image::open(path).unwrap();
+        assert_eq!((png.width(), png.height()), (w, h), "{path:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

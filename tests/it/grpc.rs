@@ -184,7 +184,7 @@ async fn a_photo_gets_the_same_labels_as_the_cli_and_reflection_info_health_work
     let options = LabelOptions {
         threshold: 0.1,
         language: labeld::taxonomy::Language::ZhHans,
-        max_labels: None,
+        ..Default::default()
     };
     let expected = labeler.label(&[&input], &options).unwrap().remove(0);
     assert_eq!(response.labels.len(), expected.len());
@@ -606,6 +606,53 @@ async fn api_keys_guard_every_image_labels_call_but_not_health() {
         .await
         .unwrap();
     assert_eq!(check.into_inner().status, ServingStatus::Serving as i32);
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// `explain` and `properties` over gRPC: boxes and heatmaps per label, properties per image;
+/// neither is sent unless asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_properties_are_returned_only_when_asked() {
+    let server = start(vec![lite0()], settings(8, 64)).await;
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut client = client(&server).await;
+    let mut request = image_request("coffee.png");
+    request.threshold = Some(0.2);
+    let plain = client
+        .detect_image_labels(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!plain.labels.is_empty());
+    assert!(plain.properties.is_none());
+    assert!(plain
+        .labels
+        .iter()
+        .all(|l| l.bounding_box.is_none() && l.heatmap.is_none()));
+
+    request.explain = true;
+    request.properties = true;
+    let explained = client
+        .detect_image_labels(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.labels.len(), plain.labels.len());
+    for label in &explained.labels {
+        let b = label.bounding_box.expect("a box");
+        assert!(
+            b.width > 0 && b.left + b.width <= 600 && b.top + b.height <= 400,
+            "{b:?}"
+        );
+        let h = label.heatmap.as_ref().expect("a heatmap");
+        assert_eq!(h.values.len(), (h.width * h.height) as usize);
+        assert!(h.values.contains(&1.0));
+    }
+    let p = explained.properties.expect("properties");
+    assert_eq!((p.width, p.height), (600, 400));
+    assert!(p.brightness > 0.0 && p.brightness < 1.0);
+    assert!(!p.dominant_colors.is_empty());
     server.shutdown();
     server.wait().await.unwrap();
 }

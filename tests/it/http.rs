@@ -412,3 +412,68 @@ async fn slow_clients_are_cut_off_and_the_server_goes_on() {
     server.shutdown();
     server.wait().await.unwrap();
 }
+
+/// `explain` and `properties` add fields to the JSON door's answer; without them the body is
+/// IMM's, byte for byte the same shape; a bad flag is a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_door_explains_and_measures_when_asked() {
+    let server = start().await;
+    let addr = server.http_addr().unwrap();
+    let photo = read_fixture("chelsea.png");
+    let json =
+        |reply: &Reply| -> serde_json::Value { serde_json::from_slice(&reply.body).unwrap() };
+
+    let plain = http(addr, "POST", "/v1/labels?threshold=0.3", &[], &photo).await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let plain = json(&plain);
+    assert_eq!(plain.as_object().unwrap().len(), 2, "{plain}");
+    for label in plain["Labels"].as_array().unwrap() {
+        assert_eq!(label.as_object().unwrap().len(), 6, "{label}");
+    }
+
+    let target = "/v1/labels?threshold=0.3&explain=true&properties=true&language=zh-Hans";
+    let reply = http(addr, "POST", target, &[], &photo).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = json(&reply);
+    let labels = body["Labels"].as_array().unwrap();
+    assert_eq!(labels.len(), plain["Labels"].as_array().unwrap().len());
+    for label in labels {
+        let b = &label["BoundingBox"];
+        let (left, width) = (b["Left"].as_u64().unwrap(), b["Width"].as_u64().unwrap());
+        let (top, height) = (b["Top"].as_u64().unwrap(), b["Height"].as_u64().unwrap());
+        assert!(
+            width > 0 && height > 0 && left + width <= 451 && top + height <= 300,
+            "{b}"
+        );
+        let heatmap = &label["Heatmap"];
+        assert_eq!(
+            (heatmap["Width"].as_u64(), heatmap["Height"].as_u64()),
+            (Some(7), Some(7))
+        );
+        assert_eq!(heatmap["Values"].as_array().unwrap().len(), 49);
+        assert!(heatmap["Region"]["Width"].as_u64().unwrap() <= 451);
+    }
+    let properties = &body["ImageProperties"];
+    assert_eq!(
+        (properties["Width"].as_u64(), properties["Height"].as_u64()),
+        (Some(451), Some(300))
+    );
+    let colours = properties["DominantColors"].as_array().unwrap();
+    assert!(!colours.is_empty(), "{properties}");
+    assert!(
+        colours[0]["Name"].as_str().unwrap().ends_with('色'),
+        "{properties}"
+    );
+    assert!(colours[0]["Hex"].as_str().unwrap().starts_with('#'));
+
+    let bad = http(addr, "POST", "/v1/labels?explain=yes", &[], &photo).await;
+    assert_eq!(bad.status, 400);
+    let bad = json(&bad);
+    assert_eq!(bad["Code"], "InvalidArgument");
+    assert!(
+        bad["Message"].as_str().unwrap().contains("explain"),
+        "{bad}"
+    );
+    server.shutdown();
+    server.wait().await.unwrap();
+}

@@ -127,7 +127,7 @@ fn truncated_files_are_corrupt() {
 }
 
 /// A large photo as a JPEG, with an EXIF orientation: chelsea.png upscaled 5x (2255 x 1500).
-fn big_jpeg(orientation: Option<u8>) -> Vec<u8> {
+pub(crate) fn big_jpeg(orientation: Option<u8>) -> Vec<u8> {
     use image::ImageEncoder;
     let cat = image::load_from_memory(&read_fixture("chelsea.png"))
         .unwrap()
@@ -185,5 +185,8 @@ fn large_jpegs_decode_scaled_and_label_the_same() {
         // And the labeller itself takes the scaled path.
         let input = labeler.prepare(&bytes).unwrap();
         assert_eq!(input.geometry.source_width, 564);
+        // Boxes are reported in the original's pixels, upright.
+        let g = input.geometry;
+        assert_eq!((g.original_width, g.original_height), (2255, 1500));
     }
 }

@@ -4,6 +4,7 @@
 
 mod centric;
 mod cli;
+mod explain;
 mod golden;
 mod grpc;
 mod hostile;

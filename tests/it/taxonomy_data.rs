@@ -87,9 +87,9 @@ fn labels_come_with_their_ancestors_and_parent_names() {
         let options = LabelOptions {
             threshold: 0.5,
             language,
-            max_labels: None,
+            ..Default::default()
         };
-        let labels = labeler.labels(&prediction, &options);
+        let labels = labeler.labels(&input, &prediction, &options);
         let levels: Vec<u8> = labels.iter().map(|l| l.label_level).collect();
         assert_eq!(levels, vec![1, 2, 3], "{labels:?}");
         assert!(labels
@@ -108,6 +108,7 @@ fn labels_come_with_their_ancestors_and_parent_names() {
     }
     // A threshold of 0 returns every label; max_labels caps it.
     let all = labeler.labels(
+        &input,
         &prediction,
         &LabelOptions {
             threshold: 0.0,
@@ -125,6 +126,7 @@ fn labels_come_with_their_ancestors_and_parent_names() {
         "categories sum to {categories}"
     );
     let top2 = labeler.labels(
+        &input,
         &prediction,
         &LabelOptions {
             threshold: 0.0,
