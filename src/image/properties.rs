@@ -72,7 +72,7 @@ pub struct ImageProperties {
 }
 
 /// Palette the clusters are named from: `(en, zh-Hans, r, g, b)`.
-const PALETTE: [(&str, &str, u8, u8, u8); 22] = [
+const PALETTE: [(&str, &str, u8, u8, u8); 24] = [
     ("black", "黑色", 0, 0, 0),
     ("dark gray", "深灰色", 64, 64, 64),
     ("gray", "灰色", 128, 128, 128),
@@ -83,6 +83,8 @@ const PALETTE: [(&str, &str, u8, u8, u8); 22] = [
     ("pink", "粉色", 255, 170, 190),
     ("orange", "橙色", 255, 140, 0),
     ("brown", "棕色", 140, 80, 30),
+    ("dark brown", "深棕色", 75, 45, 20),
+    ("tan", "棕褐色", 175, 135, 100),
     ("beige", "米色", 225, 205, 165),
     ("gold", "金色", 230, 180, 40),
     ("yellow", "黄色", 255, 230, 0),

@@ -13,7 +13,12 @@
 #   7. Prometheus: `promtool check metrics` on a scrape, then a Prometheus server scraping labeld
 #      (with deploy/prometheus/alerts.yml loaded) must count through PromQL exactly the requests
 #      prometheus_check.py sends;
-#   8. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
+#   8. the web page at / in Debian's headless Chromium (installed here when missing), driven by
+#      Playwright (playwright-core from tests/browser/package-lock.json: no browser download):
+#      tests/browser/page_test.mjs uploads a photo, waits for its labels and heatmap, switches
+#      language, checks an error, and saves a screenshot it checks is not blank
+#      (tests/browser/out/page.png);
+#   9. SIGTERM: the server must drain and exit 0 within STOP_TIMEOUT seconds.
 # The server and moto are killed on any failure. Exit status: 0 when everything passed.
 #
 # Environment: PYTHON (default python3), LABELD_CLIENTS_BIN (a labeld binary to use instead of
@@ -369,7 +374,26 @@ kill -TERM "$PROM_PID" 2>/dev/null || true
 wait "$PROM_PID" 2>/dev/null || true
 PROM_PID=
 
-# ---- 8. SIGTERM ------------------------------------------------------------------------------
+# ---- 8. The web page in a real browser ----------------------------------------------------------
+step "web page: Playwright drives Debian's headless Chromium against http://$HTTP_ADDR/"
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [[ ! -x $CHROMIUM ]]; then
+  echo "   installing Debian's chromium package"
+  SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
+  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>"$TMP/apt.log" \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; } \
+    || fail "cannot install chromium: $(tail -n 3 "$TMP/apt.log")"
+fi
+echo "   $("$CHROMIUM" --version 2>/dev/null | head -n1)"
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  (cd tests/browser && npm ci --no-audit --no-fund >/dev/null) || fail "npm ci in tests/browser failed"
+fi
+echo "   playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
+mkdir -p tests/browser/out
+CHROMIUM=$CHROMIUM node tests/browser/page_test.mjs "http://$HTTP_ADDR/" tests/fixtures/chelsea.png \
+  tests/browser/out/page.png || fail "the web page test failed"
+
+# ---- 9. SIGTERM ------------------------------------------------------------------------------
 step "SIGTERM: labeld must drain and exit 0 within ${STOP_TIMEOUT} s"
 # A watchdog SIGKILLs the server if it overstays; `wait` then reports 137, a failure.
 watchdog() {

@@ -477,3 +477,27 @@ async fn the_json_door_explains_and_measures_when_asked() {
     server.shutdown();
     server.wait().await.unwrap();
 }
+
+/// The web page is served at `/` from the binary, with a policy that keeps it on this origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_is_served_at_the_root() {
+    let server = start().await;
+    let addr = server.http_addr().unwrap();
+    let page = http(addr, "GET", "/", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(policy.contains("connect-src 'self'") && policy.contains("default-src 'none'"));
+    let html = page.text();
+    assert!(html.contains("<title>labeld</title>") && html.contains("/v1/labels?"));
+    // No external resource: everything the page needs is in it.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "external URL in the page"
+    );
+    server.shutdown();
+    server.wait().await.unwrap();
+}
