@@ -19,6 +19,7 @@ use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use labeld::taxonomy::Language;
 use labeld::taxonomy::Taxonomy;
+use labeld::tls::ServerTls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -194,6 +195,23 @@ struct ServeArgs {
     /// Serve gRPC and POST /v1/labels without API keys on a non-loopback address.
     #[arg(long, env = "LABELD_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
+    /// A PEM certificate chain (server certificate first): with --tls-key, the gRPC and HTTP
+    /// ports speak TLS only (1.2 and 1.3); the --metrics-addr port stays plain HTTP.
+    #[arg(
+        long,
+        env = "LABELD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    #[arg(
+        long,
+        env = "LABELD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_model(s: &str) -> Result<ModelKind, String> {
@@ -340,6 +358,15 @@ impl From<Format> for label_files::Format {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // First, before the model loads: a bad certificate or key is a mistake to report at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::load(cert, key)?),
+        (None, None) => None,
+        // clap's `requires` refuses this already; kept for callers that bypass it.
+        _ => anyhow::bail!(
+            "give both --tls-cert (LABELD_TLS_CERT) and --tls-key (LABELD_TLS_KEY), or neither"
+        ),
+    };
     let mut api_keys = match &args.api_keys {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -474,9 +501,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             http: Some(http),
             metrics,
         };
-        let server = Server::start(listeners, models, taxonomy, settings).await?;
+        let tls_cert = tls.as_ref().map(|t| t.cert_path().display().to_string());
+        let server = Server::start_with_tls(listeners, models, taxonomy, settings, tls).await?;
         let http_addr = server.http_addr().map(|a| a.to_string()).unwrap_or_default();
         let metrics_addr = server.metrics_addr().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(cert) = tls_cert {
+            tracing::info!(
+                cert,
+                "TLS on the gRPC and HTTP ports (the metrics port, if any, stays plain HTTP)"
+            );
+        }
         tracing::info!(addr = %server.local_addr(), http_addr, metrics_addr, model = %args.model.model, "gRPC and HTTP listening; warming up");
         tokio::select! {
             () = labeld::shutdown::signal() => server.shutdown(),

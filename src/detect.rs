@@ -116,6 +116,23 @@ impl From<BatchError> for DetectError {
     }
 }
 
+/// Waits for `work` until `deadline` at most: a bucket that stops answering fails the request
+/// when its caller stops waiting, not only when the store's own timeout runs out.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, DetectError> {
+    match deadline {
+        None => Ok(work.await),
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .map_err(|_| {
+                observe::rejected(Rejection::DeadlineExpired);
+                DetectError::DeadlineExceeded
+            }),
+    }
+}
+
 /// Serving state, shared by the doors and health reporting.
 #[derive(Debug, Default)]
 pub struct Readiness(AtomicU8);
@@ -238,10 +255,10 @@ impl Detector {
             ImageSource::Bytes(bytes) => bytes,
             ImageSource::Uri(uri) => {
                 let (bucket, key) = Buckets::parse_uri(&uri)?;
-                parts.buckets.fetch(bucket, key, max_bytes).await?
+                within(deadline, parts.buckets.fetch(bucket, key, max_bytes)).await??
             }
             ImageSource::Object { bucket, key } => {
-                parts.buckets.fetch(&bucket, &key, max_bytes).await?
+                within(deadline, parts.buckets.fetch(&bucket, &key, max_bytes)).await??
             }
         };
         let inner = Arc::clone(&self.inner);

@@ -19,6 +19,8 @@
 //! - [`api`]: the front doors (gRPC; OSS-compatible and JSON HTTP with OSS signatures; API keys); the only
 //!   code that knows protocols.
 //! - [`server`]: wiring for `labeld serve`; [`shutdown`]: the stop signal; [`pb`]: generated types.
+//! - [`tls`]: optional TLS (rustls) for the gRPC and HTTP ports: certificate loading and the
+//!   bounded handshake every accepted connection goes through.
 //! - [`observe`]: Prometheus metrics and the one log line per answered request.
 //! - [`error`]: the error codes every door answers in; [`request_id`]: ids for every answer.
 //!
@@ -46,3 +48,4 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod taxonomy;
+pub mod tls;

@@ -7,6 +7,9 @@
 //! Shutdown: health NOT_SERVING, no new connections or calls (HTTP/2 GOAWAY), every call in
 //! progress finishes (up to the drain timeout), the batcher answers everything still queued, and
 //! only then does [`Server::wait`] return.
+//!
+//! TLS ([`Server::start_with_tls`]) covers the gRPC port and the HTTP port; the separate metrics
+//! port stays plain HTTP, for in-cluster scrapers that reach it on a network of their own.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -34,6 +37,7 @@ use crate::pb;
 use crate::pb::image_labels_server::ImageLabelsServer;
 use crate::source::Buckets;
 use crate::taxonomy::{Language, Taxonomy};
+use crate::tls::{self, ServerTls};
 
 /// Largest gRPC message accepted: a 20 MiB image plus the rest of the request.
 pub const MAX_MESSAGE_BYTES: usize = 21 * 1024 * 1024;
@@ -98,7 +102,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts serving on `listeners`. Returns once they are serving (not yet warm).
+    /// Starts serving on `listeners`, without TLS. Returns once they are serving (not yet warm).
     ///
     /// # Errors
     /// When the decode pool cannot start.
@@ -107,6 +111,23 @@ impl Server {
         models: Vec<Box<dyn Classifier>>,
         taxonomy: Taxonomy,
         settings: ServeSettings,
+    ) -> anyhow::Result<Server> {
+        Server::start_with_tls(listeners, models, taxonomy, settings, None).await
+    }
+
+    /// Starts serving on `listeners`; with `tls`, the gRPC and HTTP listeners speak TLS only
+    /// (the metrics listener stays plain), each handshake bounded by the header timeout.
+    /// TLS is an argument of its own rather than a field of [`ServeSettings`] so that every
+    /// caller without TLS stays as it is.
+    ///
+    /// # Errors
+    /// When the decode pool cannot start.
+    pub async fn start_with_tls(
+        listeners: Listeners,
+        models: Vec<Box<dyn Classifier>>,
+        taxonomy: Taxonomy,
+        settings: ServeSettings,
+        tls: Option<ServerTls>,
     ) -> anyhow::Result<Server> {
         let Listeners {
             grpc: listener,
@@ -251,11 +272,14 @@ impl Server {
         let http_stop = stop.subscribe();
         let header_timeout = settings.header_timeout;
         let metrics_stop = stop.subscribe();
+        let http_tls = tls.as_ref().map(ServerTls::http_acceptor);
+        let grpc_tls = tls.as_ref().map(ServerTls::grpc_acceptor);
         let task = tokio::spawn(async move {
             let http = async move {
                 match http_listener {
                     Some(listener) => {
-                        http_serve::serve(listener, router(http_state), header_timeout, http_stop)
+                        let router = router(http_state);
+                        http_serve::serve(listener, router, header_timeout, http_tls, http_stop)
                             .await;
                         anyhow::Ok(())
                     }
@@ -266,23 +290,36 @@ impl Server {
                 }
             };
             // The metrics port stops with the rest: a scrape during the drain still answers.
+            // Plain HTTP even with TLS: it is for in-cluster scrapers on a network of their own.
             let metrics = async move {
                 match metrics_listener {
                     Some(listener) => {
                         let router = metrics_router(scrape);
-                        http_serve::serve(listener, router, header_timeout, metrics_stop).await;
+                        http_serve::serve(listener, router, header_timeout, None, metrics_stop)
+                            .await;
                         anyhow::Ok(())
                     }
                     None => Ok(()),
                 }
             };
-            let grpc = tonic::transport::Server::builder()
+            let routes = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
-                .add_service(labels)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+                .add_service(labels);
+            let grpc = async move {
+                match grpc_tls {
+                    None => {
+                        let incoming = TcpListenerStream::new(listener);
+                        routes.serve_with_incoming_shutdown(incoming, drain).await
+                    }
+                    Some(acceptor) => {
+                        let incoming = tls::incoming(listener, acceptor, header_timeout);
+                        routes.serve_with_incoming_shutdown(incoming, drain).await
+                    }
+                }
+            };
             let serve = async move {
                 let (grpc, http, metrics) = tokio::join!(grpc, http, metrics);
                 grpc.context("gRPC server failed")?;

@@ -3,9 +3,14 @@
 //! request body must arrive within another (see [`super::http`]'s body reads). Without them a
 //! client that trickles one byte a minute holds a connection and its memory forever (slowloris).
 //!
+//! With TLS, each connection's handshake runs in that connection's own task, bounded by the
+//! header timeout (see [`crate::tls`]): the accept loop only accepts, so a client that never
+//! sends its ClientHello holds up nobody.
+//!
 //! Shutdown is graceful: on `stop` the listener closes, idle connections close, and requests in
-//! progress finish before [`serve`] returns.
+//! progress finish before [`serve`] returns (a handshake in progress finishes or times out first).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,12 +20,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
-/// Serves `router` on `listener` until `stop` turns true, then drains.
+use crate::tls;
+
+/// Serves `router` on `listener` until `stop` turns true, then drains. With `tls`, only TLS is
+/// spoken (HTTP/1.1 or HTTP/2, as the client negotiated by ALPN).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -32,13 +42,14 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut stopped = std::pin::pin!(stopped(stop));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of descriptors or a connection reset before accept: back off a
                         // little instead of spinning, and keep serving.
@@ -48,13 +59,29 @@ pub async fn serve(
                     }
                 };
                 let service = TowerToHyperService::new(router.clone());
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
+                // Taken here, not in the task: shutdown waits for this connection from now on,
+                // its handshake included.
+                let watcher = graceful.watcher();
+                let builder = Arc::clone(&builder);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    let served = match tls {
+                        None => {
+                            let io = TokioIo::new(stream);
+                            watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            let Some(stream) =
+                                tls::handshake(&acceptor, stream, peer, header_timeout).await
+                            else {
+                                return;
+                            };
+                            let io = TokioIo::new(stream);
+                            watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                        }
+                    };
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                     }
                 });
             }

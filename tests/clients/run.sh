@@ -9,7 +9,8 @@
 #      server given AWS_* for moto) and a random OSS access key;
 #   4. grpc_client.py: health, GetModelInfo, DetectImageLabels, errors, the stream (grpcio);
 #   5. the same server through server reflection only, with protodial (no .proto given);
-#   6. oss_client.py: the OSS door with Alibaba's own SDKs, oss2 and alibabacloud-oss-v2;
+#   6. oss_client.py: the OSS door with Alibaba's own SDKs, oss2 and alibabacloud-oss-v2; then
+#      s3_faults.py: moto frozen and thawed, its bucket deleted and restored, over gRPC;
 #   7. Prometheus: `promtool check metrics` on a scrape, then a Prometheus server scraping labeld
 #      (with deploy/prometheus/alerts.yml loaded) must count through PromQL exactly the requests
 #      prometheus_check.py sends;
@@ -326,6 +327,11 @@ for key in chelsea.png pics/coffee.png; do
     || fail "moto_server's log shows no GET /$S3_BUCKET/$key: labeld did not read s3photos from S3"
 done
 echo "   moto_server answered 200 to $(grep -c "\"GET /$S3_BUCKET/" "$MOTO_LOG") GET(s) of $S3_BUCKET objects from labeld"
+
+step "s3_faults.py: moto frozen (SIGSTOP) and thawed, its bucket deleted and restored"
+"$VENV/bin/python" "$HERE/s3_faults.py" --addr "$ADDR" --gen-dir "$GEN" --moto-pid "$MOTO_PID" \
+  --endpoint "$S3_ENDPOINT" --access-key "$S3_AK" --secret-key "$S3_SK" --region "$S3_REGION" \
+  --bucket "$S3_BUCKET" || fail "s3_faults.py failed"
 
 # ---- 7. Prometheus ---------------------------------------------------------------------------
 # After all that real traffic: promtool lints a scrape; then a real Prometheus server (Debian's

@@ -293,3 +293,39 @@ fn explain_writes_overlays_and_properties_are_added() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// TLS flags are checked before anything loads: one without the other, or a file that cannot
+/// be read, stops `serve` at once with a message that names the flag or the file.
+#[test]
+fn serve_refuses_incomplete_or_unreadable_tls_flags() {
+    let labeld = || {
+        let mut cmd = labeld();
+        cmd.env_remove("LABELD_TLS_CERT")
+            .env_remove("LABELD_TLS_KEY");
+        cmd
+    };
+    let out = labeld()
+        .args(["serve", "--tls-cert", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+
+    let out = labeld()
+        .args([
+            "serve",
+            "--tls-cert",
+            "no-such-cert.pem",
+            "--tls-key",
+            "no-such-key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS certificate no-such-cert.pem"),
+        "{stderr}"
+    );
+}

@@ -27,7 +27,7 @@ use crate::support::{
     fixture, flat_png, labeler, lite0, read_fixture, taxonomy, Gate, Gated, PanicsOnWhite,
 };
 
-fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
+pub(crate) fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
     let bucket = format!("fixtures={}", fixture("").display());
     ServeSettings {
         batch: BatchConfig {
@@ -49,7 +49,7 @@ fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
     }
 }
 
-async fn start(models: Vec<Box<dyn Classifier>>, settings: ServeSettings) -> Server {
+pub(crate) async fn start(models: Vec<Box<dyn Classifier>>, settings: ServeSettings) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listeners = Listeners {
         grpc: listener,
@@ -69,12 +69,12 @@ async fn channel(server: &Server) -> Channel {
         .unwrap()
 }
 
-async fn client(server: &Server) -> ImageLabelsClient<Channel> {
+pub(crate) async fn client(server: &Server) -> ImageLabelsClient<Channel> {
     ImageLabelsClient::new(channel(server).await).max_decoding_message_size(64 << 20)
 }
 
 /// Waits (health watch, no sleeping) until the service reports `want`.
-async fn wait_for_health(server: &Server, want: ServingStatus) {
+pub(crate) async fn wait_for_health(server: &Server, want: ServingStatus) {
     let mut health = HealthClient::new(channel(server).await);
     let mut stream = health
         .watch(HealthCheckRequest {
@@ -101,7 +101,7 @@ fn image_request(name: &str) -> DetectImageLabelsRequest {
 /// Sends one `DetectImageLabels` call with a `grpc-timeout` header over a bare HTTP/2
 /// connection and waits for the server's answer however late it comes: the server, not a
 /// client-side timer, decides the status. Returns `grpc-status` and `grpc-message`.
-async fn unary_with_grpc_timeout(
+pub(crate) async fn unary_with_grpc_timeout(
     server: &Server,
     message: DetectImageLabelsRequest,
     timeout: &str,

@@ -303,3 +303,63 @@ async fn every_hostile_input_gets_its_exact_answer_on_both_doors_and_nothing_bre
     server.shutdown();
     server.wait().await.unwrap();
 }
+
+/// The eight EXIF orientations of one photo (stored turned and mirrored, with the tag that says
+/// how to undo it) get the upright photo's labels on both doors: the same names, and confidences
+/// within 0.05 of orientation 1's (each variant is a separate JPEG encoding of the turned pixels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_eight_exif_orientations_get_the_upright_labels_on_both_doors() {
+    let server = start_with(labeld::api::api_keys::ApiKeys::none()).await;
+    let web = server.http_addr().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = ImageLabelsClient::new(channel);
+    let mut upright: Option<Vec<(String, f32)>> = None;
+    for o in 1..=8 {
+        let bytes = read_fixture(&format!("variants/exif_o{o}.jpg"));
+        let request = DetectImageLabelsRequest {
+            source: Some(Source::Image(bytes.clone())),
+            threshold: Some(0.2),
+            ..Default::default()
+        };
+        let over_grpc: Vec<(String, f32)> = grpc
+            .detect_image_labels(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .labels
+            .into_iter()
+            .map(|l| (l.label_name, l.label_confidence))
+            .collect();
+        let reply = http(web, "POST", "/v1/labels?threshold=0.2", &[], &bytes).await;
+        assert_eq!(reply.status, 200, "orientation {o}: {}", reply.text());
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let over_json: Vec<(String, f32)> = body["Labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let name = l["LabelName"].as_str().unwrap().to_string();
+                (name, l["LabelConfidence"].as_f64().unwrap() as f32)
+            })
+            .collect();
+        let reference = upright.get_or_insert_with(|| over_grpc.clone()).clone();
+        assert!(reference.iter().any(|(n, _)| n == "Cat"), "{reference:?}");
+        for (door, got) in [("gRPC", &over_grpc), ("JSON", &over_json)] {
+            let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+            let want: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, want, "orientation {o} over {door}");
+            for ((_, a), (_, b)) in got.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() < 0.05,
+                    "orientation {o} over {door}: {got:?} vs {reference:?}"
+                );
+            }
+        }
+    }
+    server.shutdown();
+    server.wait().await.unwrap();
+}

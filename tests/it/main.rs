@@ -5,6 +5,7 @@
 mod centric;
 mod cli;
 mod explain;
+mod faults;
 mod golden;
 mod grpc;
 mod hostile;
@@ -13,3 +14,4 @@ mod images;
 mod serve;
 mod support;
 mod taxonomy_data;
+mod tls;
