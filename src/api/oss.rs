@@ -114,7 +114,11 @@ fn xml_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
+            // XML 1.0 has no way to write the C0 controls (but tab, newline and carriage
+            // return) or U+FFFE / U+FFFF, even as references: leave them out, or strict
+            // parsers (expat, under oss2) reject the whole error document.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            '\u{FFFE}' | '\u{FFFF}' => {}
             c => out.push(c),
         }
     }
@@ -224,5 +228,12 @@ mod tests {
         ] {
             assert!(xml.contains(part), "{part} in {xml}");
         }
+    }
+
+    /// Found by the `oss_process` fuzz target: characters XML 1.0 cannot carry are left out.
+    #[test]
+    fn characters_xml_cannot_carry_are_left_out() {
+        let escaped = xml_escape("a\u{FFFF}b\u{FFFE}c\u{1}d\te\rf\ng\u{FFFD}");
+        assert_eq!(escaped, "abcd\te\rf\ng\u{FFFD}");
     }
 }
