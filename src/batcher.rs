@@ -34,6 +34,10 @@ pub struct BatchConfig {
     pub max_delay: Duration,
     /// Most images waiting in the queue.
     pub max_queue: usize,
+    /// Longest a request without a deadline of its own should wait for the model: one that the
+    /// model's recent pace says would wait longer is refused at once (see
+    /// [`Batcher::estimated_wait`]). Requests with a deadline use it instead.
+    pub max_wait: Duration,
 }
 
 /// Why a submitted image got no prediction.
@@ -76,6 +80,24 @@ pub struct BatchStats {
     pub rejected: AtomicU64,
     /// Images waiting in the queue now.
     pub queue_depth: AtomicUsize,
+    /// Recent model time per image, in nanoseconds (an exponentially weighted mean over real
+    /// batches, warm-up excluded); 0 until the first batch.
+    pub image_nanos: AtomicU64,
+}
+
+impl BatchStats {
+    /// Folds one forward pass of `images` images that took `took` into [`BatchStats::image_nanos`]
+    /// (weight 1/5: a change of pace shows within a few batches, one odd batch does not swing it).
+    fn record_pace(&self, images: usize, took: Duration) {
+        let per_image = (took.as_nanos() / images.max(1) as u128).min(u128::from(u64::MAX)) as u64;
+        let old = self.image_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            per_image
+        } else {
+            (old / 5) * 4 + per_image / 5
+        };
+        self.image_nanos.store(new.max(1), Ordering::Relaxed);
+    }
 }
 
 struct Job {
@@ -97,6 +119,8 @@ pub struct Batcher {
     queue: mpsc::Sender<Job>,
     config: BatchConfig,
     stats: Arc<BatchStats>,
+    /// Model workers (each computes one batch at a time).
+    workers: usize,
 }
 
 /// Owns the batcher's threads; [`BatcherThreads::join`] waits for them after the last
@@ -132,6 +156,7 @@ impl Batcher {
         assert!(!models.is_empty() && config.max_batch > 0 && config.max_queue > 0);
         let stats = Arc::new(BatchStats::default());
         let (queue_tx, queue_rx) = mpsc::channel(config.max_queue);
+        let worker_count = models.len();
         let free_workers = Arc::new(Semaphore::new(models.len()));
         // Never more batches in flight than workers (each holds a permit), so this never blocks.
         let (batch_tx, batch_rx) = std_mpsc::sync_channel::<Batch>(models.len());
@@ -161,6 +186,7 @@ impl Batcher {
                 queue: queue_tx,
                 config,
                 stats,
+                workers: worker_count,
             },
             BatcherThreads { workers, batching },
         )
@@ -194,6 +220,17 @@ impl Batcher {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(BatchError::Stopped),
         }
+    }
+
+    /// How long a request that has `ahead` admitted requests before it would take to get
+    /// through the model, at the model's recent pace: `(ahead + 1) × time per image / workers`.
+    /// `None` before the first real batch (no pace known yet: admit).
+    pub fn estimated_wait(&self, ahead: usize) -> Option<Duration> {
+        let per_image = self.stats.image_nanos.load(Ordering::Relaxed);
+        (per_image > 0).then(|| {
+            let nanos = per_image.saturating_mul(ahead as u64 + 1) / self.workers.max(1) as u64;
+            Duration::from_nanos(nanos)
+        })
     }
 
     /// The settings.
@@ -311,6 +348,7 @@ fn run_batch(model: &dyn Classifier, jobs: Vec<Job>, stats: &BatchStats) {
     match outcome {
         Ok(predictions) => {
             let batch_size = jobs.len();
+            stats.record_pace(batch_size, inference);
             for (job, prediction) in jobs.into_iter().zip(predictions) {
                 let _ = job.reply.send(Ok(Inferred {
                     prediction,

@@ -159,6 +159,11 @@ struct ServeArgs {
     /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(long, env = "LABELD_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_queue: u32,
+    /// Longest a request without a deadline may wait for the model, in milliseconds: when the
+    /// model's recent pace says a new request would wait longer (or longer than its own gRPC
+    /// deadline), it is refused at once with RESOURCE_EXHAUSTED / 503 + Retry-After.
+    #[arg(long, env = "LABELD_MAX_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    max_wait_ms: u64,
     /// Model worker threads, each with its own copy of the model.
     #[arg(long, env = "LABELD_MODEL_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     model_workers: u16,
@@ -464,6 +469,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_batch: usize::from(args.max_batch),
             max_delay: Duration::from_micros(args.max_delay_us),
             max_queue: args.max_queue as usize,
+            max_wait: Duration::from_millis(args.max_wait_ms),
         },
         decode_workers: args.decode_workers.map_or(cpus, usize::from),
         limits: ImageLimits::default(),

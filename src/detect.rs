@@ -82,6 +82,11 @@ pub enum DetectError {
     Source(#[from] SourceError),
     #[error("the server is overloaded ({0} requests in progress); retry later")]
     Overloaded(usize),
+    #[error(
+        "the server is overloaded: about {} ms of work is ahead of this request, more than the {} ms it may wait; retry later",
+        .ahead.as_millis(), .budget.as_millis()
+    )]
+    TooBusy { ahead: Duration, budget: Duration },
     #[error("the deadline passed before the image was labelled")]
     DeadlineExceeded,
     #[error("the server is {0}")]
@@ -97,7 +102,7 @@ impl DetectError {
             DetectError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             DetectError::Decode(e) => e.code(),
             DetectError::Source(e) => e.code(),
-            DetectError::Overloaded(_) => ErrorCode::Overloaded,
+            DetectError::Overloaded(_) | DetectError::TooBusy { .. } => ErrorCode::Overloaded,
             DetectError::DeadlineExceeded => ErrorCode::DeadlineExceeded,
             DetectError::NotReady(_) => ErrorCode::NotReady,
             DetectError::Internal(_) => ErrorCode::Internal,
@@ -249,6 +254,21 @@ impl Detector {
             })?;
         let deadline = request.deadline;
         let expired = || deadline.is_some_and(|d| d <= Instant::now());
+        // Refuse now, rather than admit a request the model's recent pace says would wait past
+        // its deadline (or `max_wait` without one): it would only hold a slot and fail later.
+        let ahead = self.in_flight().saturating_sub(1);
+        if let Some(wait) = parts.batcher.estimated_wait(ahead) {
+            let budget = deadline.map_or(parts.batcher.config().max_wait, |d| {
+                d.saturating_duration_since(received)
+            });
+            if wait > budget {
+                observe::rejected(Rejection::TooBusy);
+                return Err(DetectError::TooBusy {
+                    ahead: wait,
+                    budget,
+                });
+            }
+        }
 
         let max_bytes = parts.limits.max_bytes;
         let bytes = match request.source {

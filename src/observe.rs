@@ -64,6 +64,8 @@ pub enum Outcome<'a> {
 pub enum Rejection {
     /// Admission limit or model queue full.
     Overloaded,
+    /// The model's pace says it would wait past its deadline (or the longest wait allowed).
+    TooBusy,
     /// Warming up.
     NotReady,
     /// Its deadline passed before the model reached it.
@@ -76,6 +78,7 @@ impl Rejection {
     fn as_str(self) -> &'static str {
         match self {
             Rejection::Overloaded => "overloaded",
+            Rejection::TooBusy => "too_busy",
             Rejection::NotReady => "not_ready",
             Rejection::DeadlineExpired => "deadline_expired",
             Rejection::ClientGone => "client_gone",

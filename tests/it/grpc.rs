@@ -34,6 +34,7 @@ pub(crate) fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
             max_batch,
             max_delay: Duration::from_millis(2),
             max_queue,
+            max_wait: Duration::from_secs(60),
         },
         decode_workers: 2,
         limits: ImageLimits::default(),
@@ -402,6 +403,56 @@ async fn an_expired_deadline_is_deadline_exceeded_and_never_reaches_the_model() 
         stats.images_inferred.load(Ordering::SeqCst) - inferred_before,
         1
     );
+    server.shutdown();
+    server.wait().await.unwrap();
+}
+
+/// Once the model's pace is known, a call whose deadline is shorter than the work ahead of it
+/// is refused at once with RESOURCE_EXHAUSTED (admitted, it would only hold a slot and expire
+/// in the queue), while a call with time enough is admitted and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_meet_its_deadline_is_refused_at_once() {
+    let gate = Gate::closed();
+    let server = start(vec![Gated::boxed(lite0(), &gate)], settings(1, 8)).await;
+    gate.open();
+    wait_for_health(&server, ServingStatus::Serving).await;
+    let mut caller = client(&server).await;
+    // One real forward pass: now the pace (model time per image) is known.
+    caller
+        .detect_image_labels(image_request("chelsea.png"))
+        .await
+        .unwrap();
+    let per_image = Duration::from_nanos(server.stats().image_nanos.load(Ordering::SeqCst));
+    assert!(per_image > Duration::from_millis(2), "{per_image:?}");
+
+    gate.close();
+    let entered = gate.entered();
+    let mut blocker = client(&server).await;
+    let blocker = tokio::spawn(async move {
+        blocker
+            .detect_image_labels(image_request("coffee.png"))
+            .await
+    });
+    until("the blocker in the model", || gate.entered() == entered + 1).await;
+    // With the blocker ahead, a new call needs about two images' time; give it one.
+    let (status, message) = unary_with_grpc_timeout(
+        &server,
+        image_request("chelsea.png"),
+        &format!("{}u", per_image.as_micros()),
+    )
+    .await;
+    assert_eq!(status, Code::ResourceExhausted as i32, "{message}");
+    assert!(message.contains("ahead%20of%20this%20request"), "{message}");
+    // Time enough: admitted, and served once the model moves.
+    let mut patient = client(&server).await;
+    let patient = tokio::spawn(async move {
+        let mut request = tonic::Request::new(image_request("chelsea.png"));
+        request.set_timeout(Duration::from_secs(60));
+        patient.detect_image_labels(request).await
+    });
+    gate.open();
+    assert!(blocker.await.unwrap().is_ok());
+    assert!(patient.await.unwrap().is_ok());
     server.shutdown();
     server.wait().await.unwrap();
 }

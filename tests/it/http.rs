@@ -121,6 +121,7 @@ async fn start_configured(
             max_batch: 4,
             max_delay: Duration::ZERO,
             max_queue: 16,
+            max_wait: Duration::from_secs(60),
         },
         decode_workers: 2,
         limits: ImageLimits::default(),

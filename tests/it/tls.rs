@@ -91,6 +91,7 @@ async fn start(pki: &Pki, header_timeout: Duration) -> Server {
             max_batch: 4,
             max_delay: Duration::ZERO,
             max_queue: 16,
+            max_wait: Duration::from_secs(60),
         },
         decode_workers: 2,
         limits: ImageLimits::default(),
