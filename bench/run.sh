@@ -26,7 +26,7 @@
 #   BENCH_WARMUP [2]                load warm-up per cell, ImageNet-size (not counted)
 #   BENCH_WARMUP_12MP [5]           load warm-up per cell, 12-MP (a first round takes seconds)
 #   BENCH_CONNECTIONS [1]           HTTP/2 connections the load callers share
-#   BENCH_SERVE_FLAGS [--max-queue 256]  extra `labeld serve` flags (batching: labeld's own defaults)
+#   BENCH_SERVE_FLAGS [--max-queue 256 --max-wait-ms 600000]  extra `labeld serve` flags (batching: labeld's own defaults; no pace-based shedding, so closed-loop load measures throughput)
 #   BENCH_STEPS [forward,ort,e2e]   which steps to run
 #   BENCH_OUT [bench/results/<timestamp>]  result folder
 #   BENCH_NO_BUILD                  set to 1 to use the binaries in target/release as they are
@@ -44,7 +44,7 @@ LOAD_SECONDS=${BENCH_LOAD_SECONDS:-8}
 WARMUP=${BENCH_WARMUP:-2}
 WARMUP_12MP=${BENCH_WARMUP_12MP:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-1}
-SERVE_FLAGS=${BENCH_SERVE_FLAGS:---max-queue 256}
+SERVE_FLAGS=${BENCH_SERVE_FLAGS:---max-queue 256 --max-wait-ms 600000}
 STEPS=",${BENCH_STEPS:-forward,ort,e2e},"
 OUT=${BENCH_OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 PY=bench/.venv/bin/python

@@ -223,12 +223,15 @@ impl Batcher {
     }
 
     /// How long a request that has `ahead` admitted requests before it would take to get
-    /// through the model, at the model's recent pace: `(ahead + 1) × time per image / workers`.
+    /// through the model, at the model's recent pace: the full batches needed for it and those
+    /// ahead, `ceil((ahead + 1) / max_batch) × max_batch × time per image / workers`.
     /// `None` before the first real batch (no pace known yet: admit).
     pub fn estimated_wait(&self, ahead: usize) -> Option<Duration> {
         let per_image = self.stats.image_nanos.load(Ordering::Relaxed);
         (per_image > 0).then(|| {
-            let nanos = per_image.saturating_mul(ahead as u64 + 1) / self.workers.max(1) as u64;
+            let batch = self.config.max_batch.max(1) as u64;
+            let images = (ahead as u64 + 1).div_ceil(batch) * batch;
+            let nanos = per_image.saturating_mul(images) / self.workers.max(1) as u64;
             Duration::from_nanos(nanos)
         })
     }

@@ -83,7 +83,7 @@ pub enum DetectError {
     #[error("the server is overloaded ({0} requests in progress); retry later")]
     Overloaded(usize),
     #[error(
-        "the server is overloaded: about {} ms of work is ahead of this request, more than the {} ms it may wait; retry later",
+        "the server is overloaded: this request would wait about {} ms for the model, more than the {} ms it may (3/4 of its deadline, or of --max-wait-ms without one); retry later",
         .ahead.as_millis(), .budget.as_millis()
     )]
     TooBusy { ahead: Duration, budget: Duration },
@@ -120,6 +120,10 @@ impl From<BatchError> for DetectError {
         }
     }
 }
+
+/// Share of a request's time budget the estimated wait for the model may take (see
+/// [`Detector::detect`]); the rest is room for decoding and for the pace to change.
+pub const PACE_HEADROOM: f64 = 0.75;
 
 /// Waits for `work` until `deadline` at most: a bucket that stops answering fails the request
 /// when its caller stops waiting, not only when the store's own timeout runs out.
@@ -256,11 +260,14 @@ impl Detector {
         let expired = || deadline.is_some_and(|d| d <= Instant::now());
         // Refuse now, rather than admit a request the model's recent pace says would wait past
         // its deadline (or `max_wait` without one): it would only hold a slot and fail later.
+        // The estimate must fit in PACE_HEADROOM of the budget: the pace is a recent mean, and
+        // on a shared machine it can slow down after a request is admitted.
         let ahead = self.in_flight().saturating_sub(1);
         if let Some(wait) = parts.batcher.estimated_wait(ahead) {
             let budget = deadline.map_or(parts.batcher.config().max_wait, |d| {
                 d.saturating_duration_since(received)
             });
+            let budget = budget.mul_f64(PACE_HEADROOM);
             if wait > budget {
                 observe::rejected(Rejection::TooBusy);
                 return Err(DetectError::TooBusy {

@@ -442,7 +442,7 @@ async fn a_call_that_cannot_meet_its_deadline_is_refused_at_once() {
     )
     .await;
     assert_eq!(status, Code::ResourceExhausted as i32, "{message}");
-    assert!(message.contains("ahead%20of%20this%20request"), "{message}");
+    assert!(message.contains("would%20wait%20about"), "{message}");
     // Time enough: admitted, and served once the model moves.
     let mut patient = client(&server).await;
     let patient = tokio::spawn(async move {
