@@ -34,6 +34,9 @@ fn spawn_server() -> (
             "127.0.0.1:0",
             "--max-queue",
             "256",
+            // This test is about the drain: no pace-based shedding, however slow the machine.
+            "--max-wait-ms",
+            "600000",
         ])
         .args(["--drain-timeout-secs", "300", "--log-format", "json"])
         .env("LABELD_LOG", "info")
