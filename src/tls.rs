@@ -32,6 +32,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::api::http_serve::accept;
+
 /// ALPN of the HTTP port: hyper serves both, and picks by what the client negotiated.
 const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// ALPN of the gRPC port: gRPC is HTTP/2 only.
@@ -209,16 +211,7 @@ pub(crate) fn incoming(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // As on the HTTP port: back off instead of spinning, keep serving.
-                            tracing::warn!(error = %e, "accepting a gRPC connection failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    };
+                (stream, peer) = accept(&listener, "gRPC") => {
                     let tx = tx.clone();
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {

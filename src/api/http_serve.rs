@@ -10,6 +10,7 @@
 //! Shutdown is graceful: on `stop` the listener closes, idle connections close, and requests in
 //! progress finish before [`serve`] returns (a handshake in progress finishes or times out first).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -47,17 +48,7 @@ pub async fn serve(
     let mut stopped = std::pin::pin!(stopped(stop));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors or a connection reset before accept: back off a
-                        // little instead of spinning, and keep serving.
-                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = accept(&listener, "HTTP") => {
                 let service = TowerToHyperService::new(router.clone());
                 // Taken here, not in the task: shutdown waits for this connection from now on,
                 // its handshake included.
@@ -90,6 +81,21 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The next connection on `listener` (`door` names it in the log). A failed accept (out of
+/// descriptors, a connection reset before it was accepted) is logged and retried after a short
+/// pause instead of spinning; the port keeps serving. Used by the gRPC port's TLS acceptor too.
+pub(crate) async fn accept(listener: &TcpListener, door: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a {door} connection failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

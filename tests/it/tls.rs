@@ -7,13 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use labeld::batcher::BatchConfig;
-use labeld::image::ImageLimits;
 use labeld::pb::detect_image_labels_request::Source;
 use labeld::pb::image_labels_client::ImageLabelsClient;
 use labeld::pb::DetectImageLabelsRequest;
-use labeld::server::{Listeners, ServeSettings, Server, SERVICE_NAME};
-use labeld::source::Buckets;
+use labeld::server::{Listeners, Server, SERVICE_NAME};
 use labeld::tls::ServerTls;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
@@ -27,7 +24,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::http::http;
-use crate::support::{fixture, lite0, read_fixture, taxonomy};
+use crate::support::{lite0, read_fixture, taxonomy};
 
 /// A CA and a server certificate it signed, written to a folder of their own.
 struct Pki {
@@ -86,25 +83,9 @@ fn pki(name: &str) -> Pki {
 /// once `/health/ready` answers 200 over HTTPS.
 async fn start(pki: &Pki, header_timeout: Duration) -> Server {
     let tls = ServerTls::load(&pki.cert, &pki.key).unwrap();
-    let settings = ServeSettings {
-        batch: BatchConfig {
-            max_batch: 4,
-            max_delay: Duration::ZERO,
-            max_queue: 16,
-            max_wait: Duration::from_secs(60),
-        },
-        decode_workers: 2,
-        limits: ImageLimits::default(),
-        buckets: Buckets::from_specs(&[format!("fixtures={}", fixture("").display())]).unwrap(),
-        device_name: "cpu".into(),
-        drain_timeout: Duration::from_secs(30),
-        credentials: labeld::api::auth::Credentials::new(),
-        region: "cn-hangzhou".into(),
-        api_keys: labeld::api::api_keys::ApiKeys::none(),
-        header_timeout,
-        body_timeout: Duration::from_secs(60),
-        language: labeld::taxonomy::Language::En,
-    };
+    let mut settings = crate::grpc::settings(4, 16);
+    settings.batch.max_delay = Duration::ZERO;
+    settings.header_timeout = header_timeout;
     let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
     let listeners = Listeners {
         grpc: bind().await.unwrap(),
