@@ -3,15 +3,20 @@
 //! ```text
 //! cargo run --release --example forward -- [--model lite0|lite2] [--batches 1,4,8,16]
 //!                                          [--seconds 5] [--threads N] [--json OUT.json]
+//!                                          [--device cpu|cuda|metal] [--precision f32|f16|bf16]
 //! ```
 //!
 //! The input is a real photo (tests/fixtures/chelsea.png) preprocessed as the service does, so
-//! the numbers include everything `Classifier::classify` does (softmax, feature maps copied
-//! out), nothing of decoding. Threads: `--threads` sizes the compute pool (default: the CPUs
-//! this process may use, cgroup quota included).
+//! the numbers include everything `Classifier::classify` does (the copy to the device, softmax,
+//! logits and feature maps copied back), nothing of decoding. Threads: `--threads` sizes the
+//! compute pool (default: the CPUs this process may use, cgroup quota included).
+//!
+//! On another device than the CPU it first compares that device's logits for the photo with
+//! the CPU's f32 ones (largest difference, same top-5), so a GPU figure comes with its accuracy.
 
 use std::time::{Duration, Instant};
 
+use candle_core::{DType, Device};
 use labeld::image::{decode_rgb, prepare, ImageLimits};
 use labeld::labeler::default_weights_dir;
 use labeld::model::{Classifier, LiteClassifier, ModelKind};
@@ -22,6 +27,8 @@ struct Args {
     seconds: f64,
     threads: Option<usize>,
     json: Option<String>,
+    device: String,
+    precision: DType,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -31,6 +38,8 @@ fn parse() -> anyhow::Result<Args> {
         seconds: 5.0,
         threads: None,
         json: None,
+        device: "cpu".into(),
+        precision: DType::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +57,8 @@ fn parse() -> anyhow::Result<Args> {
             "--seconds" => args.seconds = value.parse()?,
             "--threads" => args.threads = Some(value.parse()?),
             "--json" => args.json = Some(value),
+            "--device" => args.device = value,
+            "--precision" => args.precision = labeld::model::parse_precision(&value)?,
             _ => anyhow::bail!("unknown flag {flag}"),
         }
     }
@@ -62,14 +73,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
     let threads = labeld::model::init_threads(args.threads);
-    let model = LiteClassifier::load(
-        args.model,
-        &default_weights_dir(),
-        &candle_core::Device::Cpu,
-    )?;
+    let device = labeld::model::parse_device(&args.device)?;
+    let model = LiteClassifier::load(args.model, &default_weights_dir(), &device, args.precision)?;
     let bytes = std::fs::read("tests/fixtures/chelsea.png")?;
     let rgb = decode_rgb(&bytes, &ImageLimits::default())?;
     let input = prepare(&rgb, args.model.input_size());
+    let accuracy = if device.is_cpu() {
+        None
+    } else {
+        Some(compare_with_cpu(&model, args.model, &input.pixels)?)
+    };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -79,11 +92,27 @@ fn main() -> anyhow::Result<()> {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_default();
+    let engine = if device.is_cpu() {
+        format!("{threads} thread(s), {cpu}")
+    } else {
+        format!("{} {:?}", args.device, args.precision).to_lowercase()
+    };
     println!(
-        "model forward: {} ({} px), {threads} thread(s), {cpu}",
+        "model forward: {} ({} px), {engine}",
         args.model,
         args.model.input_size()
     );
+    if let Some(a) = &accuracy {
+        println!(
+            "vs the CPU in f32: largest logit difference {:.2e}, top-5 {}",
+            a["max_abs_logit_diff"].as_f64().unwrap_or(f64::NAN),
+            if a["same_top5"] == true {
+                "the same"
+            } else {
+                "DIFFERENT"
+            }
+        );
+    }
     println!("| batch | images/s | p50 ms | p90 ms | p99 ms | calls |");
     println!("|------:|---------:|-------:|-------:|-------:|------:|");
     let mut rows = Vec::new();
@@ -125,9 +154,38 @@ fn main() -> anyhow::Result<()> {
             "input_size": args.model.input_size(),
             "threads": threads,
             "cpu": cpu,
+            "device": args.device,
+            "precision": format!("{:?}", args.precision).to_lowercase(),
+            "vs_cpu_f32": accuracy,
             "results": rows,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// The device's logits for one image against the CPU's f32 ones.
+fn compare_with_cpu(
+    model: &LiteClassifier,
+    kind: ModelKind,
+    pixels: &[f32],
+) -> anyhow::Result<serde_json::Value> {
+    let cpu = LiteClassifier::load(kind, &default_weights_dir(), &Device::Cpu, DType::F32)?;
+    let reference = cpu.classify(&[pixels])?.remove(0).logits;
+    let logits = model.classify(&[pixels])?.remove(0).logits;
+    let diff = reference
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let top5 = |v: &[f32]| {
+        let mut i: Vec<usize> = (0..v.len()).collect();
+        i.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+        i.truncate(5);
+        i
+    };
+    Ok(serde_json::json!({
+        "max_abs_logit_diff": diff,
+        "same_top5": top5(&reference) == top5(&logits),
+    }))
 }

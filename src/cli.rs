@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use candle_core::DType;
 use clap::{Parser, Subcommand};
 
 use labeld::api::api_keys::ApiKeys;
@@ -14,7 +15,9 @@ use labeld::label_files;
 use labeld::labeler::TAXONOMY_FILE;
 use labeld::labeler::{default_weights_dir, Labeler, LabelerConfig};
 use labeld::labels::{LabelOptions, DEFAULT_THRESHOLD};
-use labeld::model::{init_threads, parse_device, Classifier, LiteClassifier, ModelKind};
+use labeld::model::{
+    init_threads, parse_device, parse_precision, Classifier, LiteClassifier, ModelKind,
+};
 use labeld::server::{Listeners, ServeSettings, Server};
 use labeld::source::Buckets;
 use labeld::taxonomy::Language;
@@ -56,6 +59,9 @@ struct ModelArgs {
     /// Device: cpu, cuda, cuda:N or metal (GPU devices need a build with that feature).
     #[arg(long, env = "LABELD_DEVICE", default_value = "cpu")]
     device: String,
+    /// Compute precision: f32, or on a GPU f16 or bf16 (tensor cores, half the memory traffic).
+    #[arg(long, env = "LABELD_PRECISION", default_value = "f32", value_parser = parse_precision)]
+    precision: DType,
     /// Directory holding the .safetensors weights and taxonomy.json
     /// [default: ./weights, else the one this binary was built from].
     #[arg(long, env = "LABELD_WEIGHTS_DIR")]
@@ -257,6 +263,7 @@ impl ModelArgs {
             weights_dir: self.weights_dir(),
             model: self.model,
             device,
+            precision: self.precision,
             limits: ImageLimits::default(),
         };
         Labeler::load(&config).with_context(|| {
@@ -323,6 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "model": labeler.model().kind().name(),
                 "input_size": labeler.model().kind().input_size(),
                 "device": model.device,
+                "precision": format!("{:?}", model.precision).to_lowercase(),
                 "classes": taxonomy.class_count(),
                 "taxonomy_version": taxonomy.version(),
                 "labels": taxonomy.labels().len(),
@@ -438,8 +446,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let weights_dir = args.model.weights_dir();
     let models = (0..args.model_workers)
         .map(|_| {
-            LiteClassifier::load(args.model.model, &weights_dir, &device)
-                .map(|m| Box::new(m) as Box<dyn Classifier>)
+            LiteClassifier::load(
+                args.model.model,
+                &weights_dir,
+                &device,
+                args.model.precision,
+            )
+            .map(|m| Box::new(m) as Box<dyn Classifier>)
         })
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::image::{
     decode_and_prepare, ColourNames, DecodeError, ImageLimits, ModelInput, Prepared,
@@ -25,6 +25,8 @@ pub struct LabelerConfig {
     pub weights_dir: PathBuf,
     pub model: ModelKind,
     pub device: Device,
+    /// Compute precision: f32 on the CPU; f32, f16 or bf16 on a GPU.
+    pub precision: DType,
     pub limits: ImageLimits,
 }
 
@@ -50,7 +52,12 @@ impl Labeler {
     /// # Errors
     /// [`LoadError`] when a file is missing or inconsistent.
     pub fn load(config: &LabelerConfig) -> Result<Labeler, LoadError> {
-        let model = LiteClassifier::load(config.model, &config.weights_dir, &config.device)?;
+        let model = LiteClassifier::load(
+            config.model,
+            &config.weights_dir,
+            &config.device,
+            config.precision,
+        )?;
         let taxonomy = Taxonomy::load(&config.weights_dir.join(TAXONOMY_FILE))?;
         Labeler::new(Box::new(model), taxonomy, config.limits)
     }

@@ -1,7 +1,7 @@
 //! Device selection: `cpu`, `cuda`, `cuda:N`, `metal`, checked against the features this binary
 //! was built with so that a wrong `--device` fails at start-up with a clear message.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 /// Why a device string could not be turned into a device.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +10,8 @@ pub enum DeviceError {
     Unknown(String),
     #[error("device {0:?} needs a build with `--features {1}`")]
     NotBuilt(String, &'static str),
+    #[error("unknown precision {0:?}; expected f32, f16 or bf16")]
+    Precision(String),
     #[error("cannot open device {0:?}: {1}")]
     Open(String, candle_core::Error),
 }
@@ -42,6 +44,20 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
     }
 }
 
+/// Parses a compute precision: `f32` (every device), `f16` or `bf16` (GPUs: half the memory
+/// traffic and tensor-core matrix products; logits and features still come back in f32).
+///
+/// # Errors
+/// [`DeviceError::Precision`] for any other name.
+pub fn parse_precision(spec: &str) -> Result<DType, DeviceError> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        _ => Err(DeviceError::Precision(spec.to_string())),
+    }
+}
+
 /// Sizes the CPU compute pool (rayon's global pool, where candle's CPU kernels and ours run)
 /// to `threads`, by default the CPUs this process may use: `available_parallelism` counts the
 /// container's CPU quota (cgroup `cpu.max`) and affinity mask, so a pod limited to 2 CPUs on a
@@ -70,6 +86,12 @@ mod tests {
         assert!(matches!(
             parse_device("cuda:x"),
             Err(DeviceError::Unknown(_))
+        ));
+        assert_eq!(parse_precision("F16").ok(), Some(DType::F16));
+        assert_eq!(parse_precision("bf16").ok(), Some(DType::BF16));
+        assert!(matches!(
+            parse_precision("f8"),
+            Err(DeviceError::Precision(_))
         ));
         if !cfg!(feature = "cuda") {
             assert!(matches!(

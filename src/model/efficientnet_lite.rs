@@ -35,15 +35,24 @@ fn take(weights: &Weights, name: &str) -> Result<Tensor, ModelError> {
 /// where `s = gamma / sqrt(var + eps)`.
 #[derive(Debug)]
 struct ConvBn {
-    /// On GPUs, the folded weight and the bias (`[C_out, 1, 1]`, broadcast over the spatial
-    /// dimensions) for candle's convolution; on the CPU `None` (the op has its own copy).
-    gpu: Option<(Tensor, Tensor)>,
+    /// With candle's own ops (GPUs), the folded weight (`[C_out, C_in / groups, k, k]`) and the
+    /// bias (`[C_out, 1, 1]`, broadcast over the spatial dimensions), in the compute dtype; with
+    /// the CPU ops `None` (the op has its own copy).
+    candle: Option<(Tensor, Tensor)>,
     kernel: usize,
     stride: usize,
     groups: usize,
     relu6: bool,
-    /// On the CPU, the channels-last op that runs this layer (GPUs use `weight` and `bias`).
+    /// On the CPU, the channels-last op that runs this layer.
     cpu: Option<CpuLayer>,
+}
+
+/// How the layers run: the channels-last custom ops (CPU, f32), or candle's own ops on any
+/// device (NCHW, f32 or f16), which is what CUDA and Metal use.
+#[derive(Debug, Clone, Copy)]
+enum Ops<'a> {
+    Cpu,
+    Candle { device: &'a Device, dtype: DType },
 }
 
 /// A layer's channels-last CPU op (see [`super::nhwc`]).
@@ -120,7 +129,7 @@ impl ConvBn {
         stride: usize,
         depthwise: bool,
         relu6: bool,
-        device: &Device,
+        ops: Ops<'_>,
     ) -> Result<ConvBn, ModelError> {
         let w = take(weights, &format!("{conv}.weight"))?;
         let gamma = take(weights, &format!("{bn}.weight"))?;
@@ -131,17 +140,22 @@ impl ConvBn {
         let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let bias = (beta - (mean * &scale)?)?.reshape((c_out, 1, 1))?;
-        let cpu = match device {
-            Device::Cpu => Some(CpuLayer::new(&weight, &bias, stride, depthwise, relu6)?),
-            _ => None,
-        };
-        let gpu = match device {
-            Device::Cpu => None,
-            _ => Some((weight.to_device(device)?, bias.to_device(device)?)),
+        let (cpu, candle) = match ops {
+            Ops::Cpu => (
+                Some(CpuLayer::new(&weight, &bias, stride, depthwise, relu6)?),
+                None,
+            ),
+            Ops::Candle { device, dtype } => (
+                None,
+                Some((
+                    weight.to_dtype(dtype)?.to_device(device)?,
+                    bias.to_dtype(dtype)?.to_device(device)?,
+                )),
+            ),
         };
         Ok(ConvBn {
             cpu,
-            gpu,
+            candle,
             kernel,
             stride,
             groups: if depthwise { c_out } else { 1 },
@@ -149,21 +163,99 @@ impl ConvBn {
         })
     }
 
-    /// The layer on an NCHW tensor with candle's own ops (GPUs).
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let Some((weight, bias)) = &self.gpu else {
+    /// The layer on an NCHW tensor with candle's own ops (GPUs). `six` is the ReLU6 ceiling
+    /// as a one-element tensor on the device, in the compute dtype (a Rust scalar would be
+    /// copied to the device on every call).
+    fn forward(&self, x: &Tensor, six: &Tensor) -> candle_core::Result<Tensor> {
+        let Some((weight, bias)) = &self.candle else {
             candle_core::bail!("a CPU layer has no candle weights");
         };
-        let x = same_pad(x, self.kernel, self.stride)?;
-        let y = x
-            .conv2d(weight, 0, self.stride, 1, self.groups)?
-            .broadcast_add(bias)?;
+        let y = if self.groups > 1 {
+            depthwise(x, weight, self.kernel, self.stride)?
+        } else if self.kernel == 1 && self.stride == 1 {
+            pointwise(x, weight)?
+        } else {
+            same_pad(x, self.kernel, self.stride)?.conv2d(weight, 0, self.stride, 1, 1)?
+        };
+        let y = y.broadcast_add(bias)?;
         if self.relu6 {
-            y.clamp(0f32, 6f32)
+            y.relu()?.broadcast_minimum(six)
         } else {
             Ok(y)
         }
     }
+}
+
+/// A 1x1 convolution as one batched matrix product, `[C_out, C_in] x [N, C_in, H*W]` (cuBLAS
+/// on CUDA, tensor cores in f16), instead of candle's image-to-columns convolution.
+fn pointwise(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c_in, h, w) = x.dims4()?;
+    let c_out = weight.dim(0)?;
+    let weight = weight
+        .reshape((1, c_out, c_in))?
+        .broadcast_as((n, c_out, c_in))?;
+    weight
+        .matmul(&x.reshape((n, c_in, h * w))?)?
+        .reshape((n, c_out, h, w))
+}
+
+/// A depthwise kxk convolution (SAME padding) as a sum over its k*k taps: each tap is a
+/// shifted view of the padded input (of one of its parity phases for stride 2) times that tap's
+/// per-channel weight. That is 2 * k * k elementwise kernels over the whole batch; candle's
+/// grouped `conv2d` would instead run one convolution per channel (1152 of them in a late
+/// Lite0 block).
+fn depthwise(
+    x: &Tensor,
+    weight: &Tensor,
+    kernel: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+    let x = same_pad(x, kernel, stride)?;
+    // Stride 2: the padded input is split once into its four (row, column) parity phases, so
+    // that every tap is a plain shifted view of one phase: tap (dy, dx) reads phase
+    // (dy % 2, dx % 2) from row dy / 2, column dx / 2. An odd padded size gets one more zero
+    // row (column) first, which no output reads.
+    let phases = if stride > 1 {
+        let (_, _, hp, wp) = x.dims4()?;
+        let x = x
+            .pad_with_zeros(2, 0, hp % stride)?
+            .pad_with_zeros(3, 0, wp % stride)?;
+        let (hp, wp) = (hp.div_ceil(stride), wp.div_ceil(stride));
+        let x = x.reshape((n, c, hp, stride, wp, stride))?;
+        let mut phases = Vec::with_capacity(stride * stride);
+        for a in 0..stride {
+            for b in 0..stride {
+                phases.push(
+                    x.narrow(3, a, 1)?
+                        .narrow(5, b, 1)?
+                        .contiguous()?
+                        .reshape((n, c, hp, wp))?,
+                );
+            }
+        }
+        phases
+    } else {
+        vec![x]
+    };
+    let taps = weight.reshape((c, kernel * kernel))?;
+    let mut sum: Option<Tensor> = None;
+    for dy in 0..kernel {
+        for dx in 0..kernel {
+            let phase = &phases[(dy % stride) * stride + dx % stride];
+            let view = phase
+                .narrow(2, dy / stride, ho)?
+                .narrow(3, dx / stride, wo)?;
+            let tap = taps.narrow(1, dy * kernel + dx, 1)?.reshape((1, c, 1, 1))?;
+            let term = view.broadcast_mul(&tap)?;
+            sum = Some(match sum {
+                None => term,
+                Some(sum) => (sum + term)?,
+            });
+        }
+    }
+    sum.ok_or_else(|| candle_core::Error::Msg("a depthwise kernel with no taps".into()))
 }
 
 /// TensorFlow "SAME" padding for an NCHW tensor: output = ceil(input / stride), the extra row or
@@ -193,13 +285,13 @@ struct MbConv {
 }
 
 impl MbConv {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, six: &Tensor) -> candle_core::Result<Tensor> {
         let mut y = match &self.expand {
-            Some(expand) => expand.forward(x)?,
+            Some(expand) => expand.forward(x, six)?,
             None => x.clone(),
         };
-        y = self.depthwise.forward(&y)?;
-        y = self.project.forward(&y)?;
+        y = self.depthwise.forward(&y, six)?;
+        y = self.project.forward(&y, six)?;
         if self.residual {
             y + x
         } else {
@@ -219,6 +311,8 @@ pub struct EfficientNetLite {
     fc_weight: Tensor,
     /// `[classes]`.
     fc_bias: Tensor,
+    /// With candle's ops: the compute dtype and the ReLU6 ceiling on the device.
+    candle: Option<(DType, Tensor)>,
     /// CPU activation buffers (unused on GPUs).
     workspace: std::sync::Mutex<Workspace>,
 }
@@ -228,10 +322,28 @@ impl EfficientNetLite {
     /// `_conv_stem`, `_bn0`, `_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}`,
     /// `_conv_head`, `_bn1`, `_fc`).
     ///
+    /// On the CPU the network runs in f32 on the channels-last ops; on other devices on
+    /// candle's ops in `dtype` (f32, or f16/bf16 for tensor cores; logits and features are
+    /// returned in f32 either way).
+    ///
     /// # Errors
-    /// [`ModelError::MissingTensor`] or a shape error when the file is not an EfficientNet-Lite.
-    pub fn from_weights(weights: &Weights, device: &Device) -> Result<Self, ModelError> {
-        let stem = ConvBn::load(weights, "_conv_stem", "_bn0", 2, false, true, device)?;
+    /// [`ModelError::MissingTensor`] or a shape error when the file is not an EfficientNet-Lite;
+    /// [`ModelError::Precision`] for a half-precision dtype on the CPU.
+    pub fn from_weights(
+        weights: &Weights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
+        let ops = match device {
+            Device::Cpu if dtype == DType::F32 => Ops::Cpu,
+            Device::Cpu => return Err(ModelError::Precision(dtype)),
+            _ => Ops::Candle { device, dtype },
+        };
+        Self::build(weights, ops)
+    }
+
+    fn build(weights: &Weights, ops: Ops<'_>) -> Result<Self, ModelError> {
+        let stem = ConvBn::load(weights, "_conv_stem", "_bn0", 2, false, true, ops)?;
         let mut blocks = Vec::new();
         let mut stage: Option<usize> = None;
         for b in 0.. {
@@ -266,7 +378,7 @@ impl EfficientNetLite {
                     1,
                     false,
                     true,
-                    device,
+                    ops,
                 )?)
             } else {
                 None
@@ -278,7 +390,7 @@ impl EfficientNetLite {
                 stride,
                 true,
                 true,
-                device,
+                ops,
             )?;
             let project = ConvBn::load(
                 weights,
@@ -287,7 +399,7 @@ impl EfficientNetLite {
                 1,
                 false,
                 false,
-                device,
+                ops,
             )?;
             blocks.push(MbConv {
                 expand,
@@ -301,15 +413,25 @@ impl EfficientNetLite {
                 "_blocks.0._project_conv.weight".into(),
             ));
         }
-        let head = ConvBn::load(weights, "_conv_head", "_bn1", 1, false, true, device)?;
-        let fc_weight = take(weights, "_fc.weight")?.to_device(device)?;
-        let fc_bias = take(weights, "_fc.bias")?.to_device(device)?;
+        let head = ConvBn::load(weights, "_conv_head", "_bn1", 1, false, true, ops)?;
+        let mut fc_weight = take(weights, "_fc.weight")?;
+        let mut fc_bias = take(weights, "_fc.bias")?;
+        let candle = match ops {
+            Ops::Cpu => None,
+            Ops::Candle { device, dtype } => {
+                fc_weight = fc_weight.to_dtype(dtype)?.to_device(device)?;
+                fc_bias = fc_bias.to_dtype(dtype)?.to_device(device)?;
+                let six = Tensor::new(&[6f32], device)?.to_dtype(dtype)?;
+                Some((dtype, six))
+            }
+        };
         Ok(EfficientNetLite {
             stem,
             blocks,
             head,
             fc_weight,
             fc_bias,
+            candle,
             workspace: std::sync::Mutex::default(),
         })
     }
@@ -329,19 +451,19 @@ impl EfficientNetLite {
     /// # Errors
     /// Any candle error (shape mismatch, device failure).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        if self.stem.cpu.is_some() {
+        let Some((dtype, six)) = &self.candle else {
             return self.forward_cpu(x);
-        }
-        let mut x = self.stem.forward(x)?;
+        };
+        let mut x = self.stem.forward(&x.to_dtype(*dtype)?, six)?;
         for block in &self.blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, six)?;
         }
-        let features = self.head.forward(&x)?;
+        let features = self.head.forward(&x, six)?;
         let pooled = features.mean((2, 3))?;
         let logits = pooled
             .matmul(&self.fc_weight.t()?)?
             .broadcast_add(&self.fc_bias)?;
-        Ok((logits.to_dtype(DType::F32)?, features))
+        Ok((logits.to_dtype(DType::F32)?, features.to_dtype(DType::F32)?))
     }
 }
 
@@ -543,4 +665,67 @@ pub fn softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?;
     let e = logits.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+
+    fn weights(kind: ModelKind) -> Weights {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights")
+            .join(kind.weights_file());
+        candle_core::safetensors::load(path, &Device::Cpu).expect("weights")
+    }
+
+    /// A smooth, non-constant batch of two images, so that every tap and both images matter.
+    fn input(size: usize) -> Tensor {
+        let data: Vec<f32> = (0..2 * 3 * size * size)
+            .map(|i| ((i % 977) as f32 * 0.013).sin() * 2.0)
+            .collect();
+        Tensor::from_vec(data, (2, 3, size, size), &Device::Cpu).expect("input")
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+            .expect("diff")
+    }
+
+    /// The path GPUs take (candle's ops: batched-matmul pointwise, tap-sum depthwise, parity
+    /// phases for stride 2) computes the same network as the CPU's own ops. Run here on the
+    /// CPU, so CI checks the GPU arithmetic without a GPU. Lite2 has 5x5 stride-2 layers and
+    /// odd sizes (260 -> 130 -> 65 -> 33 -> 17 -> 9) that Lite0 lacks.
+    #[test]
+    fn candle_ops_compute_what_the_cpu_ops_compute() {
+        for kind in [ModelKind::EfficientNetLite0, ModelKind::EfficientNetLite2] {
+            let weights = weights(kind);
+            let x = input(kind.input_size() as usize);
+            let fast = EfficientNetLite::build(&weights, Ops::Cpu).expect("cpu ops");
+            let portable = EfficientNetLite::build(
+                &weights,
+                Ops::Candle {
+                    device: &Device::Cpu,
+                    dtype: DType::F32,
+                },
+            )
+            .expect("candle ops");
+            let (fast_logits, fast_features) = fast.forward(&x).expect("cpu forward");
+            let (logits, features) = portable.forward(&x).expect("candle forward");
+            assert_eq!(features.dims(), fast_features.dims());
+            let d = max_diff(&logits, &fast_logits);
+            assert!(d < 1e-3, "{kind}: logits differ by {d}");
+            let d = max_diff(&features, &fast_features.contiguous().expect("features"));
+            assert!(d < 1e-3, "{kind}: features differ by {d}");
+        }
+    }
+
+    #[test]
+    fn half_precision_is_refused_on_the_cpu() {
+        let weights = weights(ModelKind::EfficientNetLite0);
+        let err = EfficientNetLite::from_weights(&weights, &Device::Cpu, DType::F16)
+            .expect_err("f16 on the CPU");
+        assert!(err.to_string().contains("needs a GPU"), "{err}");
+    }
 }

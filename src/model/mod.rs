@@ -13,9 +13,9 @@ mod pointwise512;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-pub use device::{init_threads, parse_device, DeviceError};
+pub use device::{init_threads, parse_device, parse_precision, DeviceError};
 pub use efficientnet_lite::EfficientNetLite;
 
 /// Models this build knows how to load.
@@ -86,6 +86,8 @@ pub enum ModelError {
     Layout(&'static str),
     #[error("expected {expected} input values per image, got {got}")]
     InputSize { expected: usize, got: usize },
+    #[error("{0:?} needs a GPU device: the CPU computes in f32")]
+    Precision(candle_core::DType),
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -152,16 +154,23 @@ pub struct LiteClassifier {
 }
 
 impl LiteClassifier {
-    /// Loads `kind` from `weights_dir` onto `device`.
+    /// Loads `kind` from `weights_dir` onto `device`, to compute in `dtype` (f32 on the CPU;
+    /// f32, f16 or bf16 on a GPU).
     ///
     /// # Errors
-    /// [`ModelError::Load`] when the file is missing or unreadable, or a layout error.
-    pub fn load(kind: ModelKind, weights_dir: &Path, device: &Device) -> Result<Self, ModelError> {
+    /// [`ModelError::Load`] when the file is missing or unreadable, a layout error, or
+    /// [`ModelError::Precision`] for half precision on the CPU.
+    pub fn load(
+        kind: ModelKind,
+        weights_dir: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
         let path = weights_dir.join(kind.weights_file());
         // Loaded on the CPU first: BatchNorm folding is done once there, then moved.
         let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
             .map_err(|source| ModelError::Load { path, source })?;
-        let net = EfficientNetLite::from_weights(&tensors, device)?;
+        let net = EfficientNetLite::from_weights(&tensors, device, dtype)?;
         let (w, _) = net.classifier();
         let (classes, channels) = w.dims2()?;
         let head = ClassifierHead {

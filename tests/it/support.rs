@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use labeld::image::ImageLimits;
 use labeld::labeler::{Labeler, LabelerConfig};
 use labeld::model::{
@@ -39,6 +39,7 @@ pub fn labeler(kind: ModelKind) -> &'static Labeler {
             weights_dir: root().join("weights"),
             model: kind,
             device: Device::Cpu,
+            precision: DType::F32,
             limits: ImageLimits::default(),
         })
         .expect("weights load")
@@ -80,6 +81,7 @@ pub fn lite0() -> Box<dyn Classifier> {
             ModelKind::EfficientNetLite0,
             &root().join("weights"),
             &Device::Cpu,
+            DType::F32,
         )
         .expect("weights load"),
     )
