@@ -36,7 +36,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "unknown".to_string())
     });
     println!("cargo:rustc-env=LABELD_GIT_SHA={sha}");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        compile_cuda_kernels(&out)?;
+    }
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    Ok(())
+}
+
+/// With `--features cuda`: our own CUDA kernels (`src/model/cuda/*.cu`) to PTX in OUT_DIR, with
+/// the `nvcc` that candle's own kernels already need. PTX for `compute_$CUDA_COMPUTE_CAP`
+/// (default 80) is JIT-compiled by the driver for the GPU it runs on, that one or newer.
+fn compile_cuda_kernels(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=src/model/cuda");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
+    let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
+    let status = Command::new("nvcc")
+        .args(["--ptx", "-O3", "-std=c++17"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg("src/model/cuda/depthwise.cu")
+        .arg("-o")
+        .arg(out.join("depthwise.ptx"))
+        .status()
+        .map_err(|e| format!("nvcc (needed by --features cuda): {e}"))?;
+    if !status.success() {
+        return Err(format!("nvcc failed on src/model/cuda/depthwise.cu: {status}").into());
+    }
     Ok(())
 }

@@ -171,6 +171,21 @@ impl ConvBn {
             candle_core::bail!("a CPU layer has no candle weights");
         };
         let y = if self.groups > 1 {
+            #[cfg(feature = "cuda")]
+            if x.device().is_cuda() {
+                // One fused kernel (bias and ReLU6 included) instead of the sum over taps.
+                let (c, k) = (weight.dim(0)?, self.kernel);
+                let op = super::cuda_depthwise::DepthwiseCuda {
+                    kernel: k,
+                    stride: self.stride,
+                    relu6: self.relu6,
+                };
+                return x.contiguous()?.apply_op3_no_bwd(
+                    &weight.reshape((c, k * k))?,
+                    &bias.reshape(c)?,
+                    &op,
+                );
+            }
             depthwise(x, weight, self.kernel, self.stride)?
         } else if self.kernel == 1 && self.stride == 1 {
             pointwise(x, weight)?
@@ -719,6 +734,35 @@ mod tests {
             let d = max_diff(&features, &fast_features.contiguous().expect("features"));
             assert!(d < 1e-3, "{kind}: features differ by {d}");
         }
+    }
+
+    /// The f16 graph (what `--precision f16` runs on a GPU) holds together: every op gets the
+    /// dtype it expects, the outputs come back in f32, and the answer stays the same.
+    #[test]
+    fn the_candle_ops_run_in_half_precision() {
+        let kind = ModelKind::EfficientNetLite0;
+        let weights = weights(kind);
+        let x = input(kind.input_size() as usize);
+        let fast = EfficientNetLite::build(&weights, Ops::Cpu).expect("cpu ops");
+        let half = EfficientNetLite::build(
+            &weights,
+            Ops::Candle {
+                device: &Device::Cpu,
+                dtype: DType::F16,
+            },
+        )
+        .expect("f16 ops");
+        let (want, _) = fast.forward(&x).expect("cpu forward");
+        let (got, features) = half.forward(&x).expect("f16 forward");
+        assert_eq!((got.dtype(), features.dtype()), (DType::F32, DType::F32));
+        let d = max_diff(&got, &want);
+        assert!(d < 0.25, "f16 logits differ by {d}");
+        let top = |t: &Tensor| {
+            t.argmax(1)
+                .and_then(|a| a.to_vec1::<u32>())
+                .expect("argmax")
+        };
+        assert_eq!(top(&got), top(&want));
     }
 
     #[test]

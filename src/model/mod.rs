@@ -5,6 +5,8 @@
 //! classifier can be added here without touching the pipeline or the front doors. Its methods are
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
+#[cfg(feature = "cuda")]
+mod cuda_depthwise;
 mod depthwise512;
 mod device;
 mod efficientnet_lite;
@@ -176,7 +178,11 @@ impl LiteClassifier {
         let head = ClassifierHead {
             classes,
             channels,
-            weight: w.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?,
+            weight: w
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
         };
         Ok(LiteClassifier {
             kind,

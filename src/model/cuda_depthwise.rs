@@ -1,0 +1,121 @@
+//! The depthwise convolution on CUDA as one kernel (`cuda/depthwise.cu`) with bias and ReLU6
+//! fused: candle's grouped `conv2d` runs one convolution per channel, and a sum over taps with
+//! candle's elementwise ops (what other devices use) reads and writes the whole tensor twice per
+//! tap. Measured on an H200 before this kernel, Lite0 topped out at ~700 images/s that way.
+
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx"));
+const MODULE: &str = "labeld_depthwise";
+
+/// `x [N, C, H, W]`, weight `[C, k * k]`, bias `[C]`, all contiguous and of one dtype (f32, f16
+/// or bf16) -> `[N, C, ceil(H / stride), ceil(W / stride)]`.
+pub struct DepthwiseCuda {
+    pub kernel: usize,
+    pub stride: usize,
+    pub relu6: bool,
+}
+
+impl CustomOp3 for DepthwiseCuda {
+    fn name(&self) -> &'static str {
+        "depthwise-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("depthwise-cuda runs on CUDA devices only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        weight: &CudaStorage,
+        wl: &Layout,
+        bias: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let k = self.kernel;
+        if wl.shape().dims() != [c, k * k] || bl.shape().dims() != [c] {
+            candle_core::bail!(
+                "depthwise-cuda: weight {:?} / bias {:?} for {c} channels, kernel {k}",
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let (Some((x0, _)), Some((w0, _)), Some((b0, _))) = (
+            xl.contiguous_offsets(),
+            wl.contiguous_offsets(),
+            bl.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("depthwise-cuda: inputs must be contiguous");
+        };
+        let s = self.stride;
+        let (ho, wo) = (h.div_ceil(s), w.div_ceil(s));
+        // TF SAME: total padding so that the output is ceil(size / stride); the extra goes last.
+        let pad = |size: usize, out: usize| ((out - 1) * s + k).saturating_sub(size) / 2;
+        let (pad_top, pad_left) = (pad(h, ho), pad(w, wo));
+        let total = n * c * ho * wo;
+        let dev = x.device.clone();
+        let cfg = LaunchConfig::for_num_elems(u32::try_from(total).unwrap_or(u32::MAX));
+        let dims: [i32; 9] = [
+            c as i32,
+            h as i32,
+            w as i32,
+            ho as i32,
+            wo as i32,
+            k as i32,
+            s as i32,
+            pad_top as i32,
+            pad_left as i32,
+        ];
+        let relu6 = i32::from(self.relu6);
+        let total_u64 = total as u64;
+        macro_rules! launch {
+            ($name:literal, $xs:expr, $ws:expr, $bs:expr, $variant:ident) => {{
+                let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
+                // SAFETY: every element is written by the kernel before it is read.
+                let out = unsafe { dev.alloc(total)? };
+                let (xs, ws, bs) = ($xs.slice(x0..), $ws.slice(w0..), $bs.slice(b0..));
+                let mut b = func.builder();
+                b.arg(&xs).arg(&ws).arg(&bs).arg(&out).arg(&total_u64);
+                for d in &dims {
+                    b.arg(d);
+                }
+                b.arg(&relu6);
+                // SAFETY: the argument list matches the kernel's signature; the slices hold
+                // the element counts checked above.
+                unsafe { b.launch(cfg) }.w()?;
+                CudaStorageSlice::$variant(out)
+            }};
+        }
+        let slice = match (&x.slice, &weight.slice, &bias.slice) {
+            (CudaStorageSlice::F32(xs), CudaStorageSlice::F32(ws), CudaStorageSlice::F32(bs)) => {
+                launch!("depthwise_f32", xs, ws, bs, F32)
+            }
+            (CudaStorageSlice::F16(xs), CudaStorageSlice::F16(ws), CudaStorageSlice::F16(bs)) => {
+                launch!("depthwise_f16", xs, ws, bs, F16)
+            }
+            (
+                CudaStorageSlice::BF16(xs),
+                CudaStorageSlice::BF16(ws),
+                CudaStorageSlice::BF16(bs),
+            ) => launch!("depthwise_bf16", xs, ws, bs, BF16),
+            _ => candle_core::bail!("depthwise-cuda: f32, f16 or bf16 inputs of one dtype"),
+        };
+        Ok((
+            CudaStorage { slice, device: dev },
+            Shape::from((n, c, ho, wo)),
+        ))
+    }
+}
