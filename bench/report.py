@@ -8,10 +8,13 @@ Reads, from RESULTS (bench/results/<timestamp>/):
   e2e-<model>-<set>-c<N>.json     end to end over gRPC (examples/load --json); set = imagenet | 12mp
   e2e-<model>-<set>-c<N>.rss.tsv  the server's VmRSS every 100 ms during that cell ("time kB")
   serve-<model>.json              the server's exit status after SIGTERM, VmHWM at the end
+  decode-<model>-<set>.json       labeld's decode + preprocess on one thread (examples/decode --json)
+  turbo-<model>-<set>.json        the same with libjpeg-turbo (bench/decode_bench.py --json)
   uptime-end.txt                  `uptime` after the last step
 
 Prints the tables (model forward side by side with ORT, end to end), the targets with PASS/FAIL,
-the machine, and the command; writes the same to RESULTS/report.md and the verdicts to
+decoding against libjpeg-turbo with the end-to-end ceiling it implies, the machine, and the
+command; writes the same to RESULTS/report.md and the verdicts to
 RESULTS/summary.json. Missing pieces show as n/a (a partial run still reports). The exit status is
 0 whatever the verdicts (1 only for an unreadable folder).
 
@@ -76,7 +79,7 @@ def main():
     # ---- gather -----------------------------------------------------------------------------
     models = []
     for path in sorted(glob.glob(os.path.join(d, '*.json'))):
-        m = re.match(r'(?:forward|ort|e2e|serve)-(lite\d)', os.path.basename(path))
+        m = re.match(r'(?:forward|ort|e2e|serve|decode|turbo)-(lite\d)', os.path.basename(path))
         if m and m.group(1) not in models:
             models.append(m.group(1))
     order = settings.get('models', '').split()
@@ -104,6 +107,12 @@ def main():
             j['rss_peak_mb'], j['rss_samples'] = rss_peak_mb(path[:-len('.json')] + '.rss.tsv')
             e2e[(m.group(1), m.group(2), int(m.group(3)))] = j
     serve = {m: load(os.path.join(d, f'serve-{m}.json')) for m in models}
+    decode = {}  # (engine, model, set) -> json
+    for path in glob.glob(os.path.join(d, '*-lite*-*.json')):
+        m = re.match(r'(decode|turbo)-(lite\d)-(imagenet|12mp)\.json', os.path.basename(path))
+        j = load(path)
+        if j and m:
+            decode[(m.group(1), m.group(2), m.group(3))] = j
 
     def best(table):
         if not table:
@@ -177,6 +186,48 @@ def main():
             p('')
             p(f'- {model}: server exit status {sv["exit_code"]} after SIGTERM ({sv["stop_ms"]} ms); VmHWM over its whole '
               f'life {sv["vmhwm_kb"] * 1024 / 1e6:.0f} MB, VmRSS at the end {sv["vmrss_end_kb"] * 1024 / 1e6:.0f} MB.')
+
+    # ---- decoding and the ceiling it sets -----------------------------------------------------
+    if decode:
+        cores = int(meta.get('nproc') or tt or 2)
+        p('')
+        p('## Decoding and preprocessing (one thread, the same files)')
+        p('')
+        p('labeld: `examples/decode` (`decode_for_model` + `prepare`, as a decode worker runs them: the scaled '
+          'JPEG decode where the file allows, resize, centre crop, normalise). libjpeg-turbo: '
+          '`bench/decode_bench.py` (Pillow `draft()` to the smallest covering DCT scale, bicubic crop, '
+          'normalise). Per image, one core. **Ceiling**: on this machine\'s '
+          f'{cores} CPUs an image costs the model `{cores} / model-only images/s` CPU-seconds plus its '
+          'decode, so end to end cannot pass `1 / (1 + decode_s x model-only images/s / CPUs)` of '
+          'model-only throughput, whatever the server does.')
+        p('')
+        p('| model | images | file KiB | labeld ms (decode + rest) | libjpeg-turbo ms (decode + rest) | labeld / turbo time '
+          '| ceiling with labeld\'s decode | with libjpeg-turbo\'s | target |')
+        p('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+        for model in models:
+            a = best(fwd.get((model, tt)))
+            for s_, goal in (('imagenet', E2E_IMAGENET), ('12mp', E2E_12MP)):
+                lj, tj = decode.get(('decode', model, s_)), decode.get(('turbo', model, s_))
+                if not lj and not tj:
+                    continue
+
+                def cell(j):
+                    if not j:
+                        return 'n/a'
+                    rest = j['mean_ms'] - j['decode_mean_ms']
+                    return f'{j["mean_ms"]:.1f} ({j["decode_mean_ms"]:.1f} + {rest:.1f})'
+
+                def ceiling(j):
+                    if not (j and a):
+                        return 'n/a'
+                    share = 1 / (1 + j['mean_ms'] / 1e3 * a['images_per_s'] / cores)
+                    return f'{100 * share:.0f}%'
+
+                ratio = f1(lj['mean_ms'] / tj['mean_ms'], 2) if lj and tj else 'n/a'
+                kib = (lj or tj)['mean_file_bytes'] / 1024
+                label = 'ImageNet-size' if s_ == 'imagenet' else '12 MP'
+                p(f'| {model} | {label} | {kib:.0f} | {cell(lj)} | {cell(tj)} | {ratio} | {ceiling(lj)} '
+                  f'| {ceiling(tj)} | {100 * goal:.0f}% |')
 
     # ---- targets ----------------------------------------------------------------------------
     p('')

@@ -9,6 +9,8 @@
 # examples/forward, examples/load and the labeld binary, then for each model:
 #   1. model forward with labeld (examples/forward) for each thread count,
 #   2. ONNX Runtime on the same weights (bench/ort_bench.py), same batches and thread counts,
+#   2b. decoding + preprocessing on one thread, labeld (examples/decode) and libjpeg-turbo
+#      (bench/decode_bench.py) on the same ImageNet-size and 12-MP files,
 #   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), examples/load at each
 #      concurrency with the ImageNet-size JPEGs, then with the 12-MP JPEGs while the server's
 #      VmRSS is sampled every 100 ms; /metrics is saved, the server gets SIGTERM and must exit 0.
@@ -27,7 +29,7 @@
 #   BENCH_WARMUP_12MP [5]           load warm-up per cell, 12-MP (a first round takes seconds)
 #   BENCH_CONNECTIONS [1]           HTTP/2 connections the load callers share
 #   BENCH_SERVE_FLAGS [--max-queue 256 --max-wait-ms 600000]  extra `labeld serve` flags (batching: labeld's own defaults; no pace-based shedding, so closed-loop load measures throughput)
-#   BENCH_STEPS [forward,ort,e2e]   which steps to run
+#   BENCH_STEPS [forward,ort,decode,e2e]  which steps to run
 #   BENCH_OUT [bench/results/<timestamp>]  result folder
 #   BENCH_NO_BUILD                  set to 1 to use the binaries in target/release as they are
 set -euo pipefail
@@ -45,7 +47,7 @@ WARMUP=${BENCH_WARMUP:-2}
 WARMUP_12MP=${BENCH_WARMUP_12MP:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-1}
 SERVE_FLAGS=${BENCH_SERVE_FLAGS:---max-queue 256 --max-wait-ms 600000}
-STEPS=",${BENCH_STEPS:-forward,ort,e2e},"
+STEPS=",${BENCH_STEPS:-forward,ort,decode,e2e},"
 OUT=${BENCH_OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 PY=bench/.venv/bin/python
 IMAGES=bench/.images
@@ -72,10 +74,11 @@ step "setup"
 bash bench/setup.sh
 $PY bench/make_images.py --out "$IMAGES"
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-  cargo build --release --example forward --example load --bin labeld
+  cargo build --release --example forward --example load --example decode --bin labeld
 fi
 FORWARD=target/release/examples/forward
 LOAD=target/release/examples/load
+DECODE=target/release/examples/decode
 LABELD=target/release/labeld
 
 # Machine and settings, at the start (report.py adds nothing it cannot read from here).
@@ -157,6 +160,16 @@ for model in $MODELS; do
     fi
     $PY bench/ort_bench.py --model "$model" --batches "$BATCHES" --threads "$(echo "$THREADS" | tr ' ' ,)" \
       --seconds "$SECONDS_FWD" --json "$OUT/ort-$model.json" "${labeld_flag[@]}"
+  fi
+  if [[ $STEPS == *,decode,* ]]; then
+    size=$([[ $model == lite0 ]] && echo 224 || echo 260)
+    for set in imagenet 12mp; do
+      files=$([[ $set == imagenet ]] && echo "$IMAGENET" || echo "$TWELVE")
+      step "decode + preprocess, one thread: $model, $set (labeld, then libjpeg-turbo)"
+      $DECODE --model "$model" --images "$files" --seconds "$SECONDS_FWD" --json "$OUT/decode-$model-$set.json"
+      $PY bench/decode_bench.py --size "$size" --images "$files" --seconds "$SECONDS_FWD" \
+        --json "$OUT/turbo-$model-$set.json"
+    done
   fi
   if [[ $STEPS == *,e2e,* ]]; then
     step "end to end over gRPC: $model (labeld serve $SERVE_FLAGS)"

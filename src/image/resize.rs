@@ -143,12 +143,13 @@ pub fn resize_bicubic_window(
             let out_line = &mut temp[y * stride..(y + 1) * stride];
             for (x, px) in out_line.chunks_exact_mut(3).enumerate() {
                 let (start, weights) = taps.of(left + x);
+                // The taps' pixels as one slice: the loop below then has no bounds checks.
+                let window = &line[start * 3..(start + weights.len()) * 3];
                 let (mut r, mut g, mut b) = (half, half, half);
-                for (i, &wt) in weights.iter().enumerate() {
-                    let p = (start + i) * 3;
-                    r += i32::from(line[p]) * wt;
-                    g += i32::from(line[p + 1]) * wt;
-                    b += i32::from(line[p + 2]) * wt;
+                for (p, &wt) in window.chunks_exact(3).zip(weights) {
+                    r += i32::from(p[0]) * wt;
+                    g += i32::from(p[1]) * wt;
+                    b += i32::from(p[2]) * wt;
                 }
                 px[0] = clip8(r);
                 px[1] = clip8(g);

@@ -1,0 +1,136 @@
+//! Decoding and preprocessing alone, on one thread: what a decode worker spends on each image
+//! before the model sees it.
+//!
+//! ```text
+//! cargo run --release --example decode -- --images a.jpg,b.jpg [--model lite0|lite2]
+//!                                         [--seconds 3] [--json OUT.json]
+//! ```
+//!
+//! Each image goes through `image::decode_and_prepare` exactly as `labeld serve` runs it
+//! (validation, the scaled JPEG decode where the file is big enough, EXIF, resize, centre crop,
+//! normalisation), round-robin over the files for `--seconds`. It reports milliseconds per image
+//! (mean, p50, p90) split into the decode and the rest, and the images/s one core sustains.
+//! `bench/decode_bench.py` does the same with libjpeg-turbo (Pillow) on the same files: that is
+//! the yardstick, and with the model's figures it bounds what end to end can reach on N cores.
+
+use std::time::{Duration, Instant};
+
+use labeld::image::{decode_for_model, prepare, resize_target, ImageLimits};
+use labeld::model::ModelKind;
+
+struct Args {
+    images: Vec<String>,
+    model: ModelKind,
+    seconds: f64,
+    json: Option<String>,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut args = Args {
+        images: Vec::new(),
+        model: ModelKind::EfficientNetLite0,
+        seconds: 3.0,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--images" => args.images = value.split(',').map(String::from).collect(),
+            "--model" => {
+                args.model = ModelKind::from_name(&value)
+                    .ok_or_else(|| anyhow::anyhow!("unknown model {value}"))?
+            }
+            "--seconds" => args.seconds = value.parse()?,
+            "--json" => args.json = Some(value),
+            _ => anyhow::bail!("unknown flag {flag}"),
+        }
+    }
+    anyhow::ensure!(!args.images.is_empty(), "--images needs at least one file");
+    Ok(args)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    ms(sorted[i])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse()?;
+    let files = args
+        .images
+        .iter()
+        .map(|path| std::fs::read(path).map_err(|e| anyhow::anyhow!("{path}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = ImageLimits::default();
+    let size = args.model.input_size();
+    let run = |bytes: &[u8]| -> anyhow::Result<(Duration, Duration, (u32, u32))> {
+        let t = Instant::now();
+        let decoded = decode_for_model(bytes, &limits, resize_target(size))?;
+        let decode = t.elapsed();
+        let input = std::hint::black_box(prepare(&decoded.image, size));
+        drop(input);
+        Ok((decode, t.elapsed() - decode, decoded.image.dimensions()))
+    };
+    // Warm-up: each file once (page cache, allocator).
+    let mut decoded_sizes = Vec::new();
+    for bytes in &files {
+        decoded_sizes.push(run(bytes)?.2);
+    }
+    let (mut decodes, mut prepares, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < args.seconds || totals.len() < files.len() {
+        let bytes = &files[totals.len() % files.len()];
+        let (decode, rest, _) = run(bytes)?;
+        decodes.push(decode);
+        prepares.push(rest);
+        totals.push(decode + rest);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let mean = |v: &[Duration]| ms(v.iter().sum::<Duration>()) / v.len() as f64;
+    let (decode_mean, prepare_mean, total_mean) = (mean(&decodes), mean(&prepares), mean(&totals));
+    totals.sort();
+    let (p50, p90) = (percentile(&totals, 0.5), percentile(&totals, 0.9));
+    let per_core = totals.len() as f64 / wall;
+    let mean_bytes = files.iter().map(Vec::len).sum::<usize>() as f64 / files.len() as f64;
+    println!(
+        "decode + preprocess for {} ({} px), one thread, {} file(s) of {:.0} KiB on average, \
+         decoded to {:?}",
+        args.model,
+        size,
+        files.len(),
+        mean_bytes / 1024.0,
+        decoded_sizes
+    );
+    println!(
+        "{} images: {total_mean:.2} ms per image (decode {decode_mean:.2}, resize + crop + \
+         normalise {prepare_mean:.2}), p50 {p50:.2}, p90 {p90:.2}; {per_core:.1} images/s on one core",
+        totals.len()
+    );
+    if let Some(path) = args.json {
+        let report = serde_json::json!({
+            "what": "decode + preprocess (image::decode_for_model + prepare), one thread",
+            "engine": "labeld",
+            "model": args.model.name(),
+            "input_size": size,
+            "files": args.images,
+            "mean_file_bytes": mean_bytes,
+            "decoded_sizes": decoded_sizes,
+            "images": totals.len(),
+            "mean_ms": total_mean,
+            "decode_mean_ms": decode_mean,
+            "prepare_mean_ms": prepare_mean,
+            "p50_ms": p50,
+            "p90_ms": p90,
+            "images_per_s_one_core": per_core,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
