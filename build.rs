@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// With `--features cuda`: our own CUDA kernels (`src/model/cuda/*.cu`) to PTX in OUT_DIR, with
+/// With `--features cuda`: our own CUDA kernels (`src/model/cuda/kernels.cu`) to PTX in OUT_DIR, with
 /// the `nvcc` that candle's own kernels already need. PTX for `compute_$CUDA_COMPUTE_CAP`
 /// (default 80) is JIT-compiled by the driver for the GPU it runs on, that one or newer.
 fn compile_cuda_kernels(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -55,13 +55,13 @@ fn compile_cuda_kernels(out: &std::path::Path) -> Result<(), Box<dyn std::error:
     let status = Command::new("nvcc")
         .args(["--ptx", "-O3", "-std=c++17"])
         .arg(format!("-arch=compute_{cap}"))
-        .arg("src/model/cuda/depthwise.cu")
+        .arg("src/model/cuda/kernels.cu")
         .arg("-o")
-        .arg(out.join("depthwise.ptx"))
+        .arg(out.join("kernels.ptx"))
         .status()
         .map_err(|e| format!("nvcc (needed by --features cuda): {e}"))?;
     if !status.success() {
-        return Err(format!("nvcc failed on src/model/cuda/depthwise.cu: {status}").into());
+        return Err(format!("nvcc failed on src/model/cuda/kernels.cu: {status}").into());
     }
     Ok(())
 }

@@ -175,7 +175,7 @@ impl ConvBn {
             if x.device().is_cuda() {
                 // One fused kernel (bias and ReLU6 included) instead of the sum over taps.
                 let (c, k) = (weight.dim(0)?, self.kernel);
-                let op = super::cuda_depthwise::DepthwiseCuda {
+                let op = super::cuda_ops::DepthwiseCuda {
                     kernel: k,
                     stride: self.stride,
                     relu6: self.relu6,
@@ -192,6 +192,11 @@ impl ConvBn {
         } else {
             same_pad(x, self.kernel, self.stride)?.conv2d(weight, 0, self.stride, 1, 1)?
         };
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            let op = super::cuda_ops::BiasActCuda { relu6: self.relu6 };
+            return y.contiguous()?.apply_op2_no_bwd(&bias.flatten_all()?, &op);
+        }
         let y = y.broadcast_add(bias)?;
         if self.relu6 {
             y.relu()?.broadcast_minimum(six)

@@ -6,7 +6,7 @@
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
 #[cfg(feature = "cuda")]
-mod cuda_depthwise;
+mod cuda_ops;
 mod depthwise512;
 mod device;
 mod efficientnet_lite;

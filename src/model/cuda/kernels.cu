@@ -1,6 +1,10 @@
-// Depthwise kxk convolution (TensorFlow SAME padding) with the folded-BatchNorm bias and ReLU6
-// fused, on NCHW tensors: one thread per output value, accumulating in f32 whatever the storage
-// type. Compiled to PTX by build.rs with `--features cuda`; launched by src/model/cuda_depthwise.rs.
+// labeld's own CUDA kernels, on NCHW tensors, one thread per output value, computing in f32
+// whatever the storage type (f32, f16, bf16). Compiled to PTX by build.rs with `--features cuda`;
+// launched by src/model/cuda_ops.rs.
+//
+// depthwise_*: kxk depthwise convolution (TensorFlow SAME padding) with the folded-BatchNorm bias
+//              and ReLU6 fused.
+// bias_act_*:  a convolution's epilogue in one pass: + bias per channel, then ReLU6 if asked.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
@@ -56,3 +60,25 @@ __device__ void depthwise(const T *__restrict__ x, const T *__restrict__ weight,
 DEPTHWISE(depthwise_f32, float)
 DEPTHWISE(depthwise_f16, __half)
 DEPTHWISE(depthwise_bf16, __nv_bfloat16)
+
+// x, out: [n, c, hw]; bias: [c].
+template <typename T>
+__device__ void bias_act(const T *__restrict__ x, const T *__restrict__ bias, T *__restrict__ out,
+                         unsigned long long total, int c, int hw, int relu6) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < total;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        float v = load(x[i]) + load(bias[(i / hw) % c]);
+        if (relu6) v = fminf(fmaxf(v, 0.0f), 6.0f);
+        out[i] = store<T>(v);
+    }
+}
+
+#define BIAS_ACT(NAME, T)                                                                         \
+    extern "C" __global__ void NAME(const T *x, const T *bias, T *out, unsigned long long total,  \
+                                    int c, int hw, int relu6) {                                   \
+        bias_act<T>(x, bias, out, total, c, hw, relu6);                                           \
+    }
+
+BIAS_ACT(bias_act_f32, float)
+BIAS_ACT(bias_act_f16, __half)
+BIAS_ACT(bias_act_bf16, __nv_bfloat16)
