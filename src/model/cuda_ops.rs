@@ -15,6 +15,32 @@ use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape};
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 const MODULE: &str = "labeld_kernels";
 
+/// Runs the kernel `$name` of [`PTX`] over `$total` output values and wraps its output as
+/// `CudaStorageSlice::$variant`. Every kernel here takes its inputs, its output, the value count
+/// (u64), then its `i32` parameters, in that order.
+macro_rules! launch {
+    ($dev:expr, $name:literal, $total:expr, [$($input:expr),+], $params:expr, $variant:ident) => {{
+        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
+        // SAFETY: every element is written by the kernel before it is read.
+        let out = unsafe { $dev.alloc($total)? };
+        let inputs = [$($input),+];
+        let (count, params): (u64, &[i32]) = ($total as u64, &$params);
+        let mut b = func.builder();
+        for input in &inputs {
+            b.arg(input);
+        }
+        b.arg(&out).arg(&count);
+        for param in params {
+            b.arg(param);
+        }
+        let cfg = LaunchConfig::for_num_elems(u32::try_from($total).unwrap_or(u32::MAX));
+        // SAFETY: the argument list matches the kernel's signature; the inputs hold the element
+        // counts the caller checked.
+        unsafe { b.launch(cfg) }.w()?;
+        CudaStorageSlice::$variant(out)
+    }};
+}
+
 /// `x [N, C, H, W]`, weight `[C, k * k]`, bias `[C]`, all contiguous and of one dtype (f32, f16
 /// or bf16) -> `[N, C, ceil(H / stride), ceil(W / stride)]`.
 pub struct DepthwiseCuda {
@@ -72,50 +98,52 @@ impl CustomOp3 for DepthwiseCuda {
         let (pad_top, pad_left) = (pad(h, ho), pad(w, wo));
         let total = n * c * ho * wo;
         let dev = x.device.clone();
-        let cfg = LaunchConfig::for_num_elems(u32::try_from(total).unwrap_or(u32::MAX));
-        let dims: [i32; 9] = [
-            c as i32,
-            h as i32,
-            w as i32,
-            ho as i32,
-            wo as i32,
-            k as i32,
-            s as i32,
-            pad_top as i32,
-            pad_left as i32,
-        ];
-        let relu6 = i32::from(self.relu6);
-        let total_u64 = total as u64;
-        macro_rules! launch {
-            ($name:literal, $xs:expr, $ws:expr, $bs:expr, $variant:ident) => {{
-                let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
-                // SAFETY: every element is written by the kernel before it is read.
-                let out = unsafe { dev.alloc(total)? };
-                let (xs, ws, bs) = ($xs.slice(x0..), $ws.slice(w0..), $bs.slice(b0..));
-                let mut b = func.builder();
-                b.arg(&xs).arg(&ws).arg(&bs).arg(&out).arg(&total_u64);
-                for d in &dims {
-                    b.arg(d);
-                }
-                b.arg(&relu6);
-                // SAFETY: the argument list matches the kernel's signature; the slices hold
-                // the element counts checked above.
-                unsafe { b.launch(cfg) }.w()?;
-                CudaStorageSlice::$variant(out)
-            }};
-        }
+        let params = [
+            c,
+            h,
+            w,
+            ho,
+            wo,
+            k,
+            s,
+            pad_top,
+            pad_left,
+            usize::from(self.relu6),
+        ]
+        .map(|v| v as i32);
         let slice = match (&x.slice, &weight.slice, &bias.slice) {
             (CudaStorageSlice::F32(xs), CudaStorageSlice::F32(ws), CudaStorageSlice::F32(bs)) => {
-                launch!("depthwise_f32", xs, ws, bs, F32)
+                launch!(
+                    dev,
+                    "depthwise_f32",
+                    total,
+                    [xs.slice(x0..), ws.slice(w0..), bs.slice(b0..)],
+                    params,
+                    F32
+                )
             }
             (CudaStorageSlice::F16(xs), CudaStorageSlice::F16(ws), CudaStorageSlice::F16(bs)) => {
-                launch!("depthwise_f16", xs, ws, bs, F16)
+                launch!(
+                    dev,
+                    "depthwise_f16",
+                    total,
+                    [xs.slice(x0..), ws.slice(w0..), bs.slice(b0..)],
+                    params,
+                    F16
+                )
             }
             (
                 CudaStorageSlice::BF16(xs),
                 CudaStorageSlice::BF16(ws),
                 CudaStorageSlice::BF16(bs),
-            ) => launch!("depthwise_bf16", xs, ws, bs, BF16),
+            ) => launch!(
+                dev,
+                "depthwise_bf16",
+                total,
+                [xs.slice(x0..), ws.slice(w0..), bs.slice(b0..)],
+                params,
+                BF16
+            ),
             _ => candle_core::bail!("depthwise-cuda: f32, f16 or bf16 inputs of one dtype"),
         };
         Ok((
@@ -163,37 +191,37 @@ impl candle_core::CustomOp2 for BiasActCuda {
         };
         let total = xl.shape().elem_count();
         let dev = x.device.clone();
-        let cfg = LaunchConfig::for_num_elems(u32::try_from(total).unwrap_or(u32::MAX));
-        let (total_u64, c, hw, relu6) = (
-            total as u64,
-            c as i32,
-            (h * w) as i32,
-            i32::from(self.relu6),
-        );
-        macro_rules! launch {
-            ($name:literal, $xs:expr, $bs:expr, $variant:ident) => {{
-                let func = dev.get_or_load_custom_func($name, MODULE, PTX)?;
-                // SAFETY: every element is written by the kernel before it is read.
-                let out = unsafe { dev.alloc(total)? };
-                let (xs, bs) = ($xs.slice(x0..), $bs.slice(b0..));
-                let mut b = func.builder();
-                b.arg(&xs).arg(&bs).arg(&out).arg(&total_u64);
-                b.arg(&c).arg(&hw).arg(&relu6);
-                // SAFETY: the argument list matches the kernel's signature; the slices hold
-                // the element counts checked above.
-                unsafe { b.launch(cfg) }.w()?;
-                CudaStorageSlice::$variant(out)
-            }};
-        }
+        let params = [c, h * w, usize::from(self.relu6)].map(|v| v as i32);
         let slice = match (&x.slice, &bias.slice) {
             (CudaStorageSlice::F32(xs), CudaStorageSlice::F32(bs)) => {
-                launch!("bias_act_f32", xs, bs, F32)
+                launch!(
+                    dev,
+                    "bias_act_f32",
+                    total,
+                    [xs.slice(x0..), bs.slice(b0..)],
+                    params,
+                    F32
+                )
             }
             (CudaStorageSlice::F16(xs), CudaStorageSlice::F16(bs)) => {
-                launch!("bias_act_f16", xs, bs, F16)
+                launch!(
+                    dev,
+                    "bias_act_f16",
+                    total,
+                    [xs.slice(x0..), bs.slice(b0..)],
+                    params,
+                    F16
+                )
             }
             (CudaStorageSlice::BF16(xs), CudaStorageSlice::BF16(bs)) => {
-                launch!("bias_act_bf16", xs, bs, BF16)
+                launch!(
+                    dev,
+                    "bias_act_bf16",
+                    total,
+                    [xs.slice(x0..), bs.slice(b0..)],
+                    params,
+                    BF16
+                )
             }
             _ => candle_core::bail!("bias-act-cuda: f32, f16 or bf16 inputs of one dtype"),
         };
