@@ -43,14 +43,11 @@ and a CPU smoke test: python bench/gpu/torch_bench.py --device cpu --model lite0
 """
 import argparse
 import datetime
-import glob
 import json
 import os
 import platform
-import struct
 import sys
 import time
-import zlib
 
 import numpy as np
 import torch
@@ -58,9 +55,9 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import golden  # noqa: E402  (the golden crops and logits, shared with bench/ort_bench.py)
 import onnx_model  # noqa: E402  (MODELS, block_plan, same_pads, fold_bn; imports onnx, not onnxruntime)
 
-GOLDEN = os.path.join(onnx_model.REPO, 'tests', 'fixtures', 'golden')
 # precision -> (torch dtype, TF32 allowed)
 PRECISIONS = {'f32': (torch.float32, False), 'tf32': (torch.float32, True),
               'f16': (torch.float16, False), 'bf16': (torch.bfloat16, False)}
@@ -136,66 +133,12 @@ def set_tf32(allowed):
     torch.backends.cuda.matmul.fp32_precision = mode
 
 
-# ---- golden inputs (PNG reader copied small from ort_bench.py, which imports onnxruntime) ----------
-
-def read_png_rgb(path):
-    """8-bit RGB/RGBA, non-interlaced PNG (what make_golden.py writes) -> uint8 [H, W, 3]."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    pos, idat = 8, []
-    while pos < len(data):
-        n, = struct.unpack('>I', data[pos:pos + 4])
-        typ, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
-        if typ == b'IHDR':
-            w, h, depth, ctype, _, _, interlace = struct.unpack('>IIBBBBB', body)
-        elif typ == b'IDAT':
-            idat.append(body)
-        pos += 12 + n
-    if depth != 8 or ctype not in (2, 6) or interlace:
-        raise ValueError(f'{path}: unsupported PNG (depth {depth}, colour type {ctype}, interlace {interlace})')
-    bpp = 3 if ctype == 2 else 4
-    stride = w * bpp
-    raw = zlib.decompress(b''.join(idat))
-    out, prev = bytearray(), bytearray(stride)
-    for y in range(h):
-        f, cur = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = cur[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if f == 1:
-                cur[i] = (cur[i] + a) & 0xFF
-            elif f == 2:
-                cur[i] = (cur[i] + b) & 0xFF
-            elif f == 3:
-                cur[i] = (cur[i] + ((a + b) >> 1)) & 0xFF
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                cur[i] = (cur[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        out += cur
-        prev = cur
-    return np.frombuffer(bytes(out), np.uint8).reshape(h, w, bpp)[:, :, :3]
-
+# ---- golden inputs -----------------------------------------------------------------------------
 
 def load_golden(model_key):
     """-> (inputs float32 [n, 3, S, S], golden logits float32 [n, 1000], stems, golden top-5 lists)."""
-    _, size, gname = onnx_model.MODELS[model_key]
-    xs, logits, stems, top5s = [], [], [], []
-    for jpath in sorted(glob.glob(os.path.join(GOLDEN, f'*.{gname}.json'))):
-        with open(jpath) as f:
-            g = json.load(f)
-        stem = os.path.basename(jpath)[:-len(f'.{gname}.json')]
-        assert g['model'] == gname and g['size'] == size, f'{jpath}: model/size mismatch'
-        crop = read_png_rgb(os.path.join(GOLDEN, f'{stem}.{size}.crop.png'))
-        assert crop.shape == (size, size, 3), f'{stem}: crop shape {crop.shape}'
-        xs.append(((crop.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1))
-        logits.append(np.array(g['logits'], np.float64).astype(np.float32))
-        stems.append(stem)
-        top5s.append([int(i) for i, _ in g['top5']])
-    if not xs:
-        raise SystemExit(f'no golden files for {gname} in {GOLDEN}')
-    return np.ascontiguousarray(np.stack(xs)), np.stack(logits), stems, top5s
+    stems, xs, logits, top5s = zip(*golden.load_golden(model_key))
+    return np.ascontiguousarray(np.stack(xs)), np.stack(logits), list(stems), list(top5s)
 
 
 # ---- correctness -----------------------------------------------------------------------------------
