@@ -13,6 +13,8 @@
 //! `bench/decode_bench.py` does the same with libjpeg-turbo (Pillow) on the same files: that is
 //! the yardstick, and with the model's figures it bounds what end to end can reach on N cores.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use labeld::image::{decode_for_model, prepare, resize_target, ImageLimits};
@@ -32,17 +34,11 @@ fn parse() -> anyhow::Result<Args> {
         seconds: 3.0,
         json: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+    for pair in common::flags() {
+        let (flag, value) = pair?;
         match flag.as_str() {
             "--images" => args.images = value.split(',').map(String::from).collect(),
-            "--model" => {
-                args.model = ModelKind::from_name(&value)
-                    .ok_or_else(|| anyhow::anyhow!("unknown model {value}"))?
-            }
+            "--model" => args.model = common::model(&value)?,
             "--seconds" => args.seconds = value.parse()?,
             "--json" => args.json = Some(value),
             _ => anyhow::bail!("unknown flag {flag}"),
@@ -54,11 +50,6 @@ fn parse() -> anyhow::Result<Args> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    ms(sorted[i])
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,7 +87,10 @@ fn main() -> anyhow::Result<()> {
     let mean = |v: &[Duration]| ms(v.iter().sum::<Duration>()) / v.len() as f64;
     let (decode_mean, prepare_mean, total_mean) = (mean(&decodes), mean(&prepares), mean(&totals));
     totals.sort();
-    let (p50, p90) = (percentile(&totals, 0.5), percentile(&totals, 0.9));
+    let (p50, p90) = (
+        common::percentile_ms(&totals, 0.5),
+        common::percentile_ms(&totals, 0.9),
+    );
     let per_core = totals.len() as f64 / wall;
     let mean_bytes = files.iter().map(Vec::len).sum::<usize>() as f64 / files.len() as f64;
     println!(

@@ -14,7 +14,9 @@
 //! On another device than the CPU it first compares that device's logits for the photo with
 //! the CPU's f32 ones (largest difference, same top-5), so a GPU figure comes with its accuracy.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use candle_core::{DType, Device};
 use labeld::image::{decode_rgb, prepare, ImageLimits};
@@ -41,16 +43,10 @@ fn parse() -> anyhow::Result<Args> {
         device: "cpu".into(),
         precision: DType::F32,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+    for pair in common::flags() {
+        let (flag, value) = pair?;
         match flag.as_str() {
-            "--model" => {
-                args.model = ModelKind::from_name(&value)
-                    .ok_or_else(|| anyhow::anyhow!("unknown model {value}"))?
-            }
+            "--model" => args.model = common::model(&value)?,
             "--batches" => {
                 args.batches = value.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
@@ -63,11 +59,6 @@ fn parse() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,9 +124,9 @@ fn main() -> anyhow::Result<()> {
         latencies.sort();
         let ips = (latencies.len() * batch) as f64 / wall;
         let (p50, p90, p99) = (
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.9),
-            percentile(&latencies, 0.99),
+            common::percentile_ms(&latencies, 0.5),
+            common::percentile_ms(&latencies, 0.9),
+            common::percentile_ms(&latencies, 0.99),
         );
         println!(
             "| {batch:5} | {ips:8.1} | {p50:6.1} | {p90:6.1} | {p99:6.1} | {:5} |",
