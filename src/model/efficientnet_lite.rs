@@ -14,6 +14,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::aligned::{aligned, grown};
+use super::block::{Block, Layers, Source};
 use super::nhwc::{Depthwise, GlobalAvgPool, Pointwise, Stem};
 use super::ModelError;
 
@@ -331,6 +333,9 @@ pub struct EfficientNetLite {
     fc_weight: Tensor,
     /// `[classes]`.
     fc_bias: Tensor,
+    /// On the CPU, the classifier as a pointwise op over the pooled features (candle's matmul
+    /// repacks the 1000 x 1280 weights on every call, ~5 % of a Lite0 pass).
+    fc_cpu: Option<Pointwise>,
     /// With candle's ops: the compute dtype and the ReLU6 ceiling on the device.
     candle: Option<(DType, Tensor)>,
     /// CPU activation buffers (unused on GPUs).
@@ -436,6 +441,19 @@ impl EfficientNetLite {
         let head = ConvBn::load(weights, "_conv_head", "_bn1", 1, false, true, ops)?;
         let mut fc_weight = take(weights, "_fc.weight")?;
         let mut fc_bias = take(weights, "_fc.bias")?;
+        let fc_cpu = match ops {
+            Ops::Cpu => {
+                let (classes, channels) = fc_weight.dims2()?;
+                Some(Pointwise::new(
+                    fc_weight.t()?.contiguous()?.flatten_all()?.to_vec1()?,
+                    fc_bias.to_vec1()?,
+                    channels,
+                    classes,
+                    false,
+                ))
+            }
+            Ops::Candle { .. } => None,
+        };
         let candle = match ops {
             Ops::Cpu => None,
             Ops::Candle { device, dtype } => {
@@ -451,6 +469,7 @@ impl EfficientNetLite {
             head,
             fc_weight,
             fc_bias,
+            fc_cpu,
             candle,
             workspace: std::sync::Mutex::default(),
         })
@@ -490,36 +509,16 @@ impl EfficientNetLite {
 /// Activation buffers reused from one CPU forward pass to the next. Allocating a layer's output
 /// afresh (tens of MB at batch 8) costs a page fault per 4 KiB on first touch, about a fifth of
 /// the pass; these grow to the largest batch once (at warm-up) and then stay, so the resident
-/// memory of a warm server is flat.
+/// memory of a warm server is flat. (A block's expanded and filtered rows live in per-thread
+/// scratch, see [`super::block`].)
 #[derive(Debug, Default)]
 struct Workspace {
-    /// The current activation, the expansion's output, the depthwise output.
-    buffers: [Vec<f32>; 3],
-    /// The stem's image-to-columns scratch.
+    /// The current activation and the next block's output.
+    activations: [Vec<f32>; 2],
+    /// The stem's image-to-columns scratch, when it runs on its own.
     columns: Vec<f32>,
-}
-
-/// The first `len` values of `buffer` from a 64-byte boundary (grown as needed): with row
-/// lengths that are multiples of 16 channels, every 512-bit store of the kernels then fills
-/// exactly one cache line instead of straddling two.
-fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len + LINE {
-        buffer.resize(len + LINE, 0.0);
-    }
-    let start = aligned_start(buffer);
-    &mut buffer[start..start + len]
-}
-
-/// f32 values per 64-byte cache line.
-const LINE: usize = 16;
-
-fn aligned_start(buffer: &[f32]) -> usize {
-    (LINE - (buffer.as_ptr() as usize % 64) / 4) % LINE
-}
-
-/// What [`grown`] last handed out (the buffer has not been grown since).
-fn aligned(buffer: &[f32]) -> &[f32] {
-    &buffer[aligned_start(buffer).min(buffer.len())..]
+    /// The buffers of the blocks that run layer by layer.
+    layers: Layers,
 }
 
 /// Images the CPU body runs through the network together. Measured with
@@ -582,29 +581,58 @@ impl candle_core::CustomOp1 for CpuBody<'_> {
 }
 
 impl CpuBody<'_> {
-    /// The head's output shape for an input of shape `dims` (NCHW).
-    fn feature_dims(&self, dims: [usize; 4]) -> candle_core::Result<[usize; 4]> {
+    /// The stem, and whether the first block takes it as its source (see [`super::block`]):
+    /// it can when that block has no expansion, as in every EfficientNet-Lite.
+    fn stem(&self) -> candle_core::Result<(&Stem, bool)> {
         let CpuLayer::Stem(stem) = cpu_layer(&self.net.stem, "stem")? else {
             candle_core::bail!("the first layer is not a stem");
         };
-        let mut d = stem.out_dims(dims)?;
-        for block in &self.net.blocks {
-            if let Some(expand) = &block.expand {
-                if let CpuLayer::Pointwise(op) = cpu_layer(expand, "expand")? {
-                    d = op.out_dims(d)?;
-                }
-            }
-            if let CpuLayer::Depthwise(op) = cpu_layer(&block.depthwise, "depthwise")? {
-                d = op.out_dims(d)?;
-            }
-            if let CpuLayer::Pointwise(op) = cpu_layer(&block.project, "project")? {
-                d = op.out_dims(d)?;
-            }
-        }
-        let CpuLayer::Pointwise(head) = cpu_layer(&self.net.head, "head")? else {
-            candle_core::bail!("the head is not pointwise");
+        let fused = self.net.blocks.first().is_some_and(|b| b.expand.is_none());
+        Ok((stem, fused))
+    }
+
+    /// Block `i`'s CPU ops.
+    fn block(&self, i: usize) -> candle_core::Result<Block<'_>> {
+        let block = &self.net.blocks[i];
+        let source = match &block.expand {
+            Some(expand) => match cpu_layer(expand, "expand")? {
+                CpuLayer::Pointwise(op) => Source::Expand(op),
+                _ => candle_core::bail!("expansion is not pointwise"),
+            },
+            None => match self.stem()? {
+                (stem, true) if i == 0 => Source::Stem(stem),
+                _ => Source::Input,
+            },
         };
-        head.out_dims(d)
+        let CpuLayer::Depthwise(depthwise) = cpu_layer(&block.depthwise, "depthwise")? else {
+            candle_core::bail!("not a depthwise layer");
+        };
+        let CpuLayer::Pointwise(project) = cpu_layer(&block.project, "project")? else {
+            candle_core::bail!("projection is not pointwise");
+        };
+        Ok(Block {
+            source,
+            depthwise,
+            project,
+            residual: block.residual,
+        })
+    }
+
+    fn head(&self) -> candle_core::Result<&Pointwise> {
+        match cpu_layer(&self.net.head, "head")? {
+            CpuLayer::Pointwise(head) => Ok(head),
+            _ => candle_core::bail!("the head is not pointwise"),
+        }
+    }
+
+    /// The head's output shape for an input of shape `dims` (NCHW).
+    fn feature_dims(&self, dims: [usize; 4]) -> candle_core::Result<[usize; 4]> {
+        let (stem, fused) = self.stem()?;
+        let mut d = if fused { dims } else { stem.out_dims(dims)? };
+        for i in 0..self.net.blocks.len() {
+            d = self.block(i)?.out_dims(d)?;
+        }
+        self.head()?.out_dims(d)
     }
 
     /// Stem to head for the images in `input` (`dims`, NCHW), the head's NHWC output written to
@@ -616,54 +644,28 @@ impl CpuBody<'_> {
         dims: [usize; 4],
         features: &mut [f32],
     ) -> candle_core::Result<()> {
-        let Workspace { buffers, columns } = workspace;
-        let [cur, expanded, filtered] = buffers;
-        let CpuLayer::Stem(stem) = cpu_layer(&self.net.stem, "stem")? else {
-            candle_core::bail!("the first layer is not a stem");
-        };
-        let mut d_cur = stem.out_dims(dims)?;
-        stem.run_into(input, dims, columns, grown(cur, d_cur.iter().product()))?;
-        for block in &self.net.blocks {
-            let x_dims = d_cur;
-            let mut d = x_dims;
-            // Expansion (if any): cur -> expanded.
-            let dw_input: &[f32] = match &block.expand {
-                Some(expand) => {
-                    let CpuLayer::Pointwise(op) = cpu_layer(expand, "expand")? else {
-                        candle_core::bail!("expansion is not pointwise");
-                    };
-                    let out = op.out_dims(d)?;
-                    op.run_into(aligned(cur), d, None, grown(expanded, out.iter().product()))?;
-                    d = out;
-                    aligned(expanded)
-                }
-                None => aligned(cur),
-            };
-            let CpuLayer::Depthwise(op) = cpu_layer(&block.depthwise, "depthwise")? else {
-                candle_core::bail!("not a depthwise layer");
-            };
-            let out = op.out_dims(d)?;
-            // `dw_input` borrows `cur` or `expanded`, never `filtered`.
-            let filtered = grown(filtered, out.iter().product());
-            op.run_into(dw_input, d, filtered)?;
-            let filtered = aligned(filtered);
-            d = out;
-            // Projection (+ the block's input): filtered -> expanded, which then becomes cur.
-            let CpuLayer::Pointwise(op) = cpu_layer(&block.project, "project")? else {
-                candle_core::bail!("projection is not pointwise");
-            };
-            let out = op.out_dims(d)?;
-            let residual = block
-                .residual
-                .then_some(&aligned(cur)[..x_dims.iter().product()]);
-            op.run_into(filtered, d, residual, grown(expanded, out.iter().product()))?;
-            std::mem::swap(cur, expanded);
-            d_cur = out;
+        let Workspace {
+            activations: [cur, next],
+            columns,
+            layers,
+        } = workspace;
+        let (stem, fused) = self.stem()?;
+        let mut d = dims;
+        let mut x = input;
+        if !fused {
+            d = stem.out_dims(dims)?;
+            stem.run_into(input, dims, columns, grown(cur, d.iter().product()))?;
+            x = aligned(cur);
         }
-        let CpuLayer::Pointwise(head) = cpu_layer(&self.net.head, "head")? else {
-            candle_core::bail!("the head is not pointwise");
-        };
-        head.run_into(aligned(cur), d_cur, None, features)?;
+        for i in 0..self.net.blocks.len() {
+            let block = self.block(i)?;
+            let out = block.out_dims(d)?;
+            block.run_into(x, d, grown(next, out.iter().product()), layers)?;
+            std::mem::swap(cur, next);
+            x = aligned(cur);
+            d = out;
+        }
+        self.head()?.run_into(x, d, None, features)?;
         Ok(())
     }
 }
@@ -673,9 +675,15 @@ impl EfficientNetLite {
     fn forward_cpu(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let features = x.contiguous()?.apply_op1_no_bwd(&CpuBody { net: self })?;
         let pooled = features.apply_op1_no_bwd(&GlobalAvgPool)?;
+        let fc = self
+            .fc_cpu
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("no CPU classifier".into()))?;
+        let (n, channels) = pooled.dims2()?;
         let logits = pooled
-            .matmul(&self.fc_weight.t()?)?
-            .broadcast_add(&self.fc_bias)?;
+            .reshape((n, 1, 1, channels))?
+            .apply_op1_no_bwd(fc)?
+            .reshape((n, fc.c_out))?;
         Ok((logits, features.permute((0, 3, 1, 2))?))
     }
 }

@@ -5,6 +5,8 @@
 //! classifier can be added here without touching the pipeline or the front doors. Its methods are
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
+mod aligned;
+mod block;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
 mod depthwise512;

@@ -176,47 +176,80 @@ impl Pointwise {
         output
             .par_chunks_mut(rows * self.c_out)
             .enumerate()
-            .for_each(|(tile, out)| {
-                let first = tile * rows;
-                let m = out.len() / self.c_out;
-                for (r, row) in out.chunks_exact_mut(self.c_out).enumerate() {
-                    row.copy_from_slice(&self.bias);
-                    if let Some(res) = residual {
-                        let res = &res[(first + r) * self.c_out..][..self.c_out];
-                        row.iter_mut().zip(res).for_each(|(o, x)| *o += x);
-                    }
-                }
-                let lhs = &input[first * self.c_in..(first + m) * self.c_in];
-                // SAFETY: `out` is `m x c_out`, `lhs` is `m x c_in`, `weight` is `c_in x c_out`,
-                // all row-major with the strides given; the slices are live and disjoint.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        self.c_out,
-                        self.c_in,
-                        out.as_mut_ptr(),
-                        1,
-                        self.c_out as isize,
-                        true,
-                        lhs.as_ptr(),
-                        1,
-                        self.c_in as isize,
-                        self.weight.as_ptr(),
-                        1,
-                        self.c_out as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                if self.relu6 {
-                    out.iter_mut().for_each(|v| *v = relu6(*v));
-                }
-            });
+            .for_each(|(tile, out)| self.portable_rows(input, residual, tile * rows, out));
         Ok(out_dims)
+    }
+
+    /// Writes `act(input x W + bias [+ residual])` for the rows of `out`, starting at pixel
+    /// `first`, with the portable kernel (the `gemm` crate) on the calling thread.
+    fn portable_rows(
+        &self,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let m = out.len() / self.c_out;
+        for (r, row) in out.chunks_exact_mut(self.c_out).enumerate() {
+            row.copy_from_slice(&self.bias);
+            if let Some(res) = residual {
+                let res = &res[(first + r) * self.c_out..][..self.c_out];
+                row.iter_mut().zip(res).for_each(|(o, x)| *o += x);
+            }
+        }
+        let lhs = &input[first * self.c_in..(first + m) * self.c_in];
+        // SAFETY: `out` is `m x c_out`, `lhs` is `m x c_in`, `weight` is `c_in x c_out`,
+        // all row-major with the strides given; the slices are live and disjoint.
+        unsafe {
+            gemm::gemm(
+                m,
+                self.c_out,
+                self.c_in,
+                out.as_mut_ptr(),
+                1,
+                self.c_out as isize,
+                true,
+                lhs.as_ptr(),
+                1,
+                self.c_in as isize,
+                self.weight.as_ptr(),
+                1,
+                self.c_out as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        if self.relu6 {
+            out.iter_mut().for_each(|v| *v = relu6(*v));
+        }
+    }
+
+    /// The same as [`Pointwise::run_into`] for `pixels` rows, on the calling thread only: for
+    /// callers that already split the work across threads (see [`super::banded`]).
+    pub fn run_serial(
+        &self,
+        input: &[f32],
+        pixels: usize,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> Result<()> {
+        check_len("pointwise input", input, pixels * self.c_in)?;
+        check_len("pointwise output", output, pixels * self.c_out)?;
+        if let Some(r) = residual {
+            check_len("pointwise residual", r, pixels * self.c_out)?;
+        }
+        let output = &mut output[..pixels * self.c_out];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.avx512 {
+            packed.run_serial(input, residual, output, pixels, self.relu6);
+            return Ok(());
+        }
+        self.portable_rows(input, residual, 0, output);
+        Ok(())
     }
 
     fn run(
@@ -396,60 +429,133 @@ impl Depthwise {
         let output = &mut output[..n * oh * ow * c];
         let (_, pad_top) = same(h, self.kernel, self.stride);
         let (_, pad_left) = same(w, self.kernel, self.stride);
-        let row = DepthwiseRow {
-            op: self,
-            input,
-            h,
-            w,
-            pad_top,
-            pad_left,
-        };
-        let fma = has_fma();
-        #[cfg(target_arch = "x86_64")]
-        if self.allow_avx512 && super::pointwise512::available() && matches!(self.kernel, 3 | 5) {
-            let g = super::depthwise512::Geometry {
-                h,
-                w,
-                channels: c,
-                stride: self.stride,
-                pad_top,
-                pad_left,
-                ow,
-            };
-            output
-                .par_chunks_mut(ow * c)
-                .enumerate()
-                .for_each(|(r, out)| {
-                    let (image, oy) = (r / oh, r % oh);
-                    let plane = &input[image * h * w * c..][..h * w * c];
-                    let (wt, b) = (&self.weight, &self.bias);
-                    // SAFETY: AVX-512F is present; `plane` and `out` have the sizes `row` needs.
-                    unsafe {
-                        if self.kernel == 3 {
-                            super::depthwise512::row::<3, 8>(&g, plane, wt, b, self.relu6, oy, out);
-                        } else {
-                            super::depthwise512::row::<5, 4>(&g, plane, wt, b, self.relu6, oy, out);
-                        }
-                    }
-                });
-            return Ok(out_dims);
-        }
+        let kernel = self.kernel_for_this_cpu();
         output
             .par_chunks_mut(ow * c)
             .enumerate()
             .for_each(|(r, out)| {
                 let (image, oy) = (r / oh, r % oh);
-                #[cfg(target_arch = "x86_64")]
-                if fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-                    unsafe { row.compute_fma(image, oy, out) };
-                    return;
-                }
-                let _ = fma;
-                row.compute::<false>(image, oy, out);
+                let plane = &input[image * h * w * c..][..h * w * c];
+                let band = Band {
+                    rows: plane,
+                    h,
+                    top: 0,
+                    w,
+                };
+                self.row(kernel, &band, (pad_top, pad_left), ow, oy, out);
             });
         Ok(out_dims)
     }
+
+    /// Output rows `oys` of one image (`image_h` rows of `band.w` pixels) into `out`
+    /// (`oys.len()` rows), on the calling thread: for callers that already split the work
+    /// across threads (see [`super::banded`]). `band` must hold every input row in the image
+    /// that those outputs read.
+    pub fn rows_into(
+        &self,
+        band: &Band<'_>,
+        image_h: usize,
+        oys: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let c = self.channels;
+        let (_, pad_top) = same(image_h, self.kernel, self.stride);
+        let (ow, pad_left) = same(band.w, self.kernel, self.stride);
+        check_len("depthwise band", band.rows, band.h * band.w * c)?;
+        check_len("depthwise output", out, oys.len() * ow * c)?;
+        let kernel = self.kernel_for_this_cpu();
+        for (oy, out) in oys.zip(out.chunks_exact_mut(ow * c)) {
+            self.row(kernel, band, (pad_top, pad_left), ow, oy, out);
+        }
+        Ok(())
+    }
+
+    /// Which inner loop this CPU runs.
+    fn kernel_for_this_cpu(&self) -> DepthwiseKernel {
+        #[cfg(target_arch = "x86_64")]
+        if self.allow_avx512 && super::pointwise512::available() && matches!(self.kernel, 3 | 5) {
+            return DepthwiseKernel::Avx512;
+        }
+        if has_fma() {
+            DepthwiseKernel::Fma
+        } else {
+            DepthwiseKernel::Portable
+        }
+    }
+
+    /// Output row `oy` (of the whole image) from `band`, into `out` (`ow * channels`).
+    fn row(
+        &self,
+        kernel: DepthwiseKernel,
+        band: &Band<'_>,
+        (pad_top, pad_left): (usize, usize),
+        ow: usize,
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        // Row `oy` reads image rows from `oy * stride - pad_top`; in the band that is
+        // `band.top` rows further up, as if the padding were that much larger.
+        let pad_top = pad_top + band.top;
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            DepthwiseKernel::Avx512 => {
+                let g = super::depthwise512::Geometry {
+                    h: band.h,
+                    w: band.w,
+                    channels: self.channels,
+                    stride: self.stride,
+                    pad_top,
+                    pad_left,
+                    ow,
+                };
+                let (wt, b) = (&self.weight, &self.bias);
+                // SAFETY: AVX-512F is present (`kernel_for_this_cpu`); `band.rows` and `out`
+                // have the sizes `row` needs (checked by the callers).
+                unsafe {
+                    if self.kernel == 3 {
+                        super::depthwise512::row::<3, 8>(&g, band.rows, wt, b, self.relu6, oy, out);
+                    } else {
+                        super::depthwise512::row::<5, 4>(&g, band.rows, wt, b, self.relu6, oy, out);
+                    }
+                }
+            }
+            DepthwiseKernel::Fma | DepthwiseKernel::Portable => {
+                let row = DepthwiseRow {
+                    op: self,
+                    input: band.rows,
+                    h: band.h,
+                    w: band.w,
+                    pad_top,
+                    pad_left,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if kernel == DepthwiseKernel::Fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+                    unsafe { row.compute_fma(0, oy, out) };
+                    return;
+                }
+                row.compute::<false>(0, oy, out);
+            }
+        }
+    }
+}
+
+/// Consecutive rows of one channels-last image: rows `top..top + h`, each `w` pixels.
+#[derive(Debug, Clone, Copy)]
+pub struct Band<'a> {
+    pub rows: &'a [f32],
+    pub h: usize,
+    pub top: usize,
+    pub w: usize,
+}
+
+/// The depthwise inner loops, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DepthwiseKernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    Fma,
+    Portable,
 }
 
 // ---- stem ----------------------------------------------------------------------------------
@@ -507,6 +613,19 @@ impl Stem {
         let (k, s) = (self.kernel, self.stride);
         let y0 = (oy * s) as isize - pads.0 as isize;
         let x0 = (ox * s) as isize - pads.1 as isize;
+        if y0 >= 0 && x0 >= 0 && y0 as usize + k <= h && x0 as usize + k <= w {
+            // Wholly inside: each (input channel, tap row) is `k` consecutive values.
+            let (y0, x0) = (y0 as usize, x0 as usize);
+            for ci in 0..self.c_in {
+                for ky in 0..k {
+                    let src = &plane[(ci * h + y0 + ky) * w + x0..][..k];
+                    for (kx, &v) in src.iter().enumerate() {
+                        dst[(ky * k + kx) * self.c_in + ci] = v;
+                    }
+                }
+            }
+            return;
+        }
         for ky in 0..k {
             let iy = y0 + ky as isize;
             for kx in 0..k {
@@ -601,6 +720,59 @@ impl Stem {
         let (oh, _) = same(h, self.kernel, self.stride);
         let (ow, _) = same(w, self.kernel, self.stride);
         Ok([n, oh, ow, self.c_out])
+    }
+
+    /// Scratch values per output pixel that [`Stem::rows_into`] needs for its image-to-columns
+    /// copy (none on the portable kernel, which reads the image directly).
+    pub fn columns_per_pixel(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512.is_some() {
+            return self.kernel * self.kernel * self.c_in;
+        }
+        0
+    }
+
+    /// Output rows `oys` of one image (`plane`: NCHW, `c_in * h * w`) into `out`, on the calling
+    /// thread: for callers that already split the work across threads (see [`super::block`]).
+    /// `columns` is scratch of `oys.len() * ow * columns_per_pixel()` values.
+    pub fn rows_into(
+        &self,
+        plane: &[f32],
+        (h, w): (usize, usize),
+        oys: std::ops::Range<usize>,
+        columns: &mut [f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (_, pad_top) = same(h, self.kernel, self.stride);
+        let (ow, pad_left) = same(w, self.kernel, self.stride);
+        let pixels = oys.len() * ow;
+        check_len("stem input", plane, self.c_in * h * w)?;
+        check_len("stem output", out, pixels * self.c_out)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = &self.avx512 {
+            let depth = self.kernel * self.kernel * self.c_in;
+            check_len("stem columns", columns, pixels * depth)?;
+            for (oy, cols) in oys.zip(columns.chunks_exact_mut(ow * depth)) {
+                for (ox, patch) in cols.chunks_exact_mut(depth).enumerate() {
+                    self.patch(plane, (h, w), (pad_top, pad_left), (oy, ox), patch);
+                }
+            }
+            packed.run_serial(columns, None, out, pixels, true);
+            return Ok(());
+        }
+        let _ = columns;
+        let fma = has_fma();
+        for (oy, out) in oys.zip(out.chunks_exact_mut(ow * self.c_out)) {
+            #[cfg(target_arch = "x86_64")]
+            if fma {
+                // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+                unsafe { self.row_fma(plane, h, w, (pad_top, pad_left), oy, out) };
+                continue;
+            }
+            let _ = fma;
+            self.row::<false>(plane, h, w, (pad_top, pad_left), oy, out);
+        }
+        Ok(())
     }
 
     /// Writes the stem's output (NHWC) for `input` (`dims`, NCHW) into `output`; `columns` is

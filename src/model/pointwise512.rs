@@ -122,6 +122,38 @@ impl Packed {
             });
     }
 
+    /// The same product on the calling thread only: for callers that already split the work
+    /// across threads (a banded block computes a few rows of one image per task).
+    ///
+    /// # Panics
+    /// As [`Packed::run`].
+    pub fn run_serial(
+        &self,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        pixels: usize,
+        relu6: bool,
+    ) {
+        assert!(input.len() >= pixels * self.c_in);
+        assert!(out.len() >= pixels * self.c_out);
+        if let Some(r) = residual {
+            assert!(r.len() >= pixels * self.c_out);
+        }
+        assert!(available(), "AVX-512F is required");
+        // SAFETY: AVX-512F is present and the slices hold `pixels` rows (asserted above).
+        unsafe {
+            self.block(
+                input.as_ptr(),
+                residual.map(<[f32]>::as_ptr),
+                out.as_mut_ptr(),
+                pixels,
+                0..self.panels,
+                relu6,
+            );
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     unsafe fn block(
         &self,
