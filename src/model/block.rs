@@ -11,9 +11,9 @@
 //! straight into the block's output. The first block takes the stem the same way, so the
 //! stem's 112x112x32 output is never stored whole either.
 //!
-//! The late blocks (14x14 and 7x7 pixels) are the other way round: their weights (up to
-//! 2 x 0.9 MB) are what must stay in cache, so they run layer by layer over all images of the
-//! pass, each layer split across the threads.
+//! The late 7x7 blocks are the other way round: their weights (up to 2 x 0.9 MB) are what must
+//! stay in cache, so they run layer by layer over all images of the pass, each layer split
+//! across the threads.
 //!
 //! Banded tasks are (image, stripe) pairs on rayon's pool, each running the layers'
 //! single-thread kernels. Stripes overlap by the depthwise's halo rows (`kernel - stride`),
@@ -32,11 +32,12 @@ use super::nhwc::{same, Band, Depthwise, Pointwise, Stem};
 /// the filtered band, the weights and the projection's output.
 const BAND_BYTES: usize = 512 * 1024;
 
-/// Blocks whose expanded activation is at least this large per image run banded. Measured with
-/// `examples/forward` on this machine (see `BENCHMARKS.md`): banding every block was no faster
-/// at batch 8 than banding only stages 1-4 of Lite0 (>= 28x28 pixels, 0.75 MB and up), and it
-/// was slower in the 7x7 blocks, whose weights no longer stayed in L2 across images.
-const BANDED_MIN_BYTES: usize = 600 * 1024;
+/// Blocks whose expanded activation is at least this large per image run banded: Lite0's
+/// blocks down to 14x14x480 (376 KB), not the 7x7 ones (225-450 KB at 7x7x1152 and up), whose
+/// weights (2 x 0.9 MB) no longer stayed in L2 from one image to the next when banded. Chosen
+/// with `examples/forward --model lite0 --threads 2 --batches 8`, four alternating rounds on this
+/// 2-core VM: 600 KB (stages 1-4 banded) 123-147 images/s, 300 KB 136-156.
+const BANDED_MIN_BYTES: usize = 300 * 1024;
 
 /// How a block runs.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::aligned::{aligned, grown};
 use super::block::{Block, Layers, Source};
-use super::nhwc::{Depthwise, GlobalAvgPool, Pointwise, Stem};
+use super::nhwc::{average_pool, Depthwise, GlobalAvgPool, Pointwise, Stem};
 use super::ModelError;
 
 /// BatchNorm epsilon of the TF EfficientNet-Lite checkpoints.
@@ -513,6 +513,16 @@ impl EfficientNetLite {
 /// scratch, see [`super::block`].)
 #[derive(Debug, Default)]
 struct Workspace {
+    /// The images of one pass, contiguous.
+    batch: Vec<f32>,
+    /// The head's output for one pass.
+    features: Vec<f32>,
+    body: BodyBuffers,
+}
+
+/// What the body's passes reuse.
+#[derive(Debug, Default)]
+struct BodyBuffers {
     /// The current activation and the next block's output.
     activations: [Vec<f32>; 2],
     /// The stem's image-to-columns scratch, when it runs on its own.
@@ -521,12 +531,12 @@ struct Workspace {
     layers: Layers,
 }
 
-/// Images the CPU body runs through the network together. Measured with
-/// `examples/forward --model lite0 --threads 2 --batches 8` on this 2-core machine: 145 images/s
-/// one at a time, 175 two, 177 four, 182 eight at a time (the small late layers give two
-/// threads more to share); four keeps the workspace at half the size of eight's (about 80 MB for
-/// Lite2) for nearly all of the gain.
-const IMAGES_PER_PASS: usize = 4;
+/// Images the CPU body runs through the network together. The banded blocks keep their large
+/// activations in per-thread scratch, so a pass's own buffers hold only the blocks' outputs
+/// (about 1 MB an image at most); more images per pass amortise the late blocks' weights.
+/// Measured with `examples/forward --model lite0 --threads 2 --batches 8`, four alternating
+/// rounds on this 2-core VM: 135-148 images/s two at a time, 136-156 four, 155-160 eight.
+const IMAGES_PER_PASS: usize = 8;
 
 /// The whole CPU network body (stem to head) as one candle op over [`Workspace`] buffers:
 /// NCHW images in, the head's NHWC feature map out.
@@ -557,22 +567,14 @@ impl candle_core::CustomOp1 for CpuBody<'_> {
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("input not contiguous".into()))?;
-        let input = &data[start..end];
         let (n, c, h, w) = layout.shape().dims4()?;
-        let mut guard = self
-            .net
-            .workspace
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("a forward pass panicked".into()))?;
-        // Up to IMAGES_PER_PASS images at a time, each layer split across the threads.
+        let images: Vec<&[f32]> = data[start..end].chunks_exact(c * h * w).collect();
         let [_, fh, fw, fc] = self.feature_dims([1, c, h, w])?;
-        let per_image = fh * fw * fc;
-        let mut features = vec![0f32; n * per_image];
-        for (i, out) in features.chunks_mut(per_image * IMAGES_PER_PASS).enumerate() {
-            let k = out.len() / per_image;
-            let pixels = &input[i * IMAGES_PER_PASS * c * h * w..][..k * c * h * w];
-            self.images(&mut guard, pixels, [k, c, h, w], out)?;
-        }
+        let mut features = Vec::with_capacity(n * fh * fw * fc);
+        self.passes(&images, [c, h, w], |pass| {
+            features.extend_from_slice(pass);
+            Ok(())
+        })?;
         Ok((
             candle_core::CpuStorage::F32(features),
             candle_core::Shape::from((n, fh, fw, fc)),
@@ -635,20 +637,60 @@ impl CpuBody<'_> {
         self.head()?.out_dims(d)
     }
 
+    /// Runs `images` (each `c * h * w`, CHW) through the network up to [`IMAGES_PER_PASS`] at a
+    /// time, handing each pass's head output (NHWC, `[images][h][w][c]`) to `each`.
+    fn passes(
+        &self,
+        images: &[&[f32]],
+        [c, h, w]: [usize; 3],
+        mut each: impl FnMut(&[f32]) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        let [_, fh, fw, fc] = self.feature_dims([1, c, h, w])?;
+        let per_image = fh * fw * fc;
+        let mut guard = self
+            .net
+            .workspace
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("a forward pass panicked".into()))?;
+        let Workspace {
+            batch,
+            features,
+            body,
+        } = &mut *guard;
+        for pass in images.chunks(IMAGES_PER_PASS) {
+            let k = pass.len();
+            let batch = grown(batch, k * c * h * w);
+            for (dst, image) in batch.chunks_exact_mut(c * h * w).zip(pass) {
+                if image.len() != c * h * w {
+                    candle_core::bail!(
+                        "an image of {} values, expected {}",
+                        image.len(),
+                        c * h * w
+                    );
+                }
+                dst.copy_from_slice(image);
+            }
+            let out = grown(features, k * per_image);
+            self.images(body, batch, [k, c, h, w], out)?;
+            each(out)?;
+        }
+        Ok(())
+    }
+
     /// Stem to head for the images in `input` (`dims`, NCHW), the head's NHWC output written to
     /// `features`.
     fn images(
         &self,
-        workspace: &mut Workspace,
+        buffers: &mut BodyBuffers,
         input: &[f32],
         dims: [usize; 4],
         features: &mut [f32],
     ) -> candle_core::Result<()> {
-        let Workspace {
+        let BodyBuffers {
             activations: [cur, next],
             columns,
             layers,
-        } = workspace;
+        } = buffers;
         let (stem, fused) = self.stem()?;
         let mut d = dims;
         let mut x = input;
@@ -670,7 +712,69 @@ impl CpuBody<'_> {
     }
 }
 
+/// One CPU forward pass's results for a batch.
+#[derive(Debug)]
+pub struct CpuOutput {
+    /// `[images][classes]`.
+    pub logits: Vec<Vec<f32>>,
+    /// Each image's last feature map, `[channels][height][width]`.
+    pub features: Vec<Vec<f32>>,
+    /// `[channels, height, width]`.
+    pub feature_dims: [usize; 3],
+}
+
 impl EfficientNetLite {
+    /// The CPU path without candle tensors around it, for serving: `images` (each `c * h * w`,
+    /// CHW) are read where they lie, and each image's feature map is written once, already in
+    /// the CHW layout callers keep (through tensors the batch was copied in, and the feature
+    /// maps transposed and copied twice more: ~15 % of a Lite0 pass). `None` when the network
+    /// runs on candle's ops.
+    ///
+    /// # Errors
+    /// An image of the wrong size, or a failed pass.
+    pub fn classify_cpu(
+        &self,
+        images: &[&[f32]],
+        dims: [usize; 3],
+    ) -> candle_core::Result<Option<CpuOutput>> {
+        let Some(fc) = &self.fc_cpu else {
+            return Ok(None);
+        };
+        let body = CpuBody { net: self };
+        let [_, fh, fw, channels] = body.feature_dims([1, dims[0], dims[1], dims[2]])?;
+        let cells = fh * fw;
+        let mut logits = Vec::with_capacity(images.len());
+        let mut features = Vec::with_capacity(images.len());
+        let mut pooled = Vec::new();
+        let mut scores = Vec::new();
+        body.passes(images, dims, |pass| {
+            let k = pass.len() / (cells * channels);
+            pooled.resize(k * channels, 0.0);
+            for (image, pooled) in pass
+                .chunks_exact(cells * channels)
+                .zip(pooled.chunks_exact_mut(channels))
+            {
+                average_pool(image, pooled);
+                let mut chw = vec![0f32; cells * channels];
+                for (cell, pixel) in image.chunks_exact(channels).enumerate() {
+                    for (ch, &v) in pixel.iter().enumerate() {
+                        chw[ch * cells + cell] = v;
+                    }
+                }
+                features.push(chw);
+            }
+            scores.resize(k * fc.c_out, 0.0);
+            fc.run_into(&pooled, [k, 1, 1, channels], None, &mut scores)?;
+            logits.extend(scores.chunks_exact(fc.c_out).map(<[f32]>::to_vec));
+            Ok(())
+        })?;
+        Ok(Some(CpuOutput {
+            logits,
+            features,
+            feature_dims: [channels, fh, fw],
+        }))
+    }
+
     /// The CPU path: channels-last from the stem (which reads the NCHW input) to the head.
     fn forward_cpu(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let features = x.contiguous()?.apply_op1_no_bwd(&CpuBody { net: self })?;
@@ -746,6 +850,37 @@ mod tests {
             assert!(d < 1e-3, "{kind}: logits differ by {d}");
             let d = max_diff(&features, &fast_features.contiguous().expect("features"));
             assert!(d < 1e-3, "{kind}: features differ by {d}");
+            // The serving path (no tensors) returns the same logits and CHW feature maps.
+            let size = kind.input_size() as usize;
+            let flat = x
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("input");
+            let images: Vec<&[f32]> = flat.chunks_exact(3 * size * size).collect();
+            let out = fast
+                .classify_cpu(&images, [3, size, size])
+                .expect("classify_cpu")
+                .expect("the CPU ops");
+            assert_eq!(out.logits.len(), images.len());
+            let [c, h, w] = out.feature_dims;
+            assert_eq!(features.dims(), [images.len(), c, h, w]);
+            let want_logits = logits.to_vec2::<f32>().expect("logits");
+            let want_features = features.flatten_all().and_then(|t| t.to_vec1::<f32>());
+            let want_features = want_features.expect("features");
+            for (i, (got_logits, got_features)) in out.logits.iter().zip(&out.features).enumerate()
+            {
+                let worst = |a: &[f32], b: &[f32]| {
+                    assert_eq!(a.len(), b.len());
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, f32::max)
+                };
+                let d = worst(got_logits, &want_logits[i]);
+                assert!(d < 1e-3, "{kind}: classify_cpu logits differ by {d}");
+                let d = worst(got_features, &want_features[i * c * h * w..][..c * h * w]);
+                assert!(d < 1e-3, "{kind}: classify_cpu features differ by {d}");
+            }
         }
     }
 

@@ -148,6 +148,15 @@ pub trait Classifier: Send + Sync {
     fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError>;
 }
 
+/// Softmax of one image's logits, in f32 (what [`efficientnet_lite::softmax`] computes on a
+/// device).
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
 /// EfficientNet-Lite behind the [`Classifier`] interface.
 #[derive(Debug)]
 pub struct LiteClassifier {
@@ -214,14 +223,32 @@ impl Classifier for LiteClassifier {
         }
         let size = self.kind.input_size() as usize;
         let per_image = 3 * size * size;
+        if let Some(image) = batch.iter().find(|image| image.len() != per_image) {
+            return Err(ModelError::InputSize {
+                expected: per_image,
+                got: image.len(),
+            });
+        }
+        if let Some(out) = self.net.classify_cpu(batch, [3, size, size])? {
+            let [channels, height, width] = out.feature_dims;
+            return Ok(out
+                .logits
+                .into_iter()
+                .zip(out.features)
+                .map(|(logits, data)| Prediction {
+                    probabilities: softmax(&logits),
+                    logits,
+                    features: FeatureMap {
+                        channels,
+                        height,
+                        width,
+                        data,
+                    },
+                })
+                .collect());
+        }
         let mut flat = Vec::with_capacity(batch.len() * per_image);
         for image in batch {
-            if image.len() != per_image {
-                return Err(ModelError::InputSize {
-                    expected: per_image,
-                    got: image.len(),
-                });
-            }
             flat.extend_from_slice(image);
         }
         let input = Tensor::from_vec(flat, (batch.len(), 3, size, size), &self.device)?;

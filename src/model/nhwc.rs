@@ -848,16 +848,28 @@ impl CustomOp1 for GlobalAvgPool {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let input = f32_input(storage, layout, "global average pool")?;
         let (n, h, w, c) = layout.shape().dims4()?;
+        check_len("global average pool input", input, n * h * w * c)?;
         let mut output = vec![0f32; n * c];
-        let scale = 1.0 / (h * w) as f32;
         for (image, pooled) in output.chunks_exact_mut(c).enumerate() {
-            for pixel in input[image * h * w * c..][..h * w * c].chunks_exact(c) {
-                pooled.iter_mut().zip(pixel).for_each(|(p, x)| *p += x);
-            }
-            pooled.iter_mut().for_each(|p| *p *= scale);
+            average_pool(&input[image * h * w * c..][..h * w * c], pooled);
         }
         Ok((CpuStorage::F32(output), Shape::from((n, c))))
     }
+}
+
+/// The mean over the pixels of one channels-last image (`pixels * pooled.len()` values).
+pub fn average_pool(image: &[f32], pooled: &mut [f32]) {
+    let c = pooled.len();
+    pooled.fill(0.0);
+    if c == 0 {
+        return;
+    }
+    let pixels = image.len() / c;
+    for pixel in image.chunks_exact(c) {
+        pooled.iter_mut().zip(pixel).for_each(|(p, x)| *p += x);
+    }
+    let scale = 1.0 / pixels.max(1) as f32;
+    pooled.iter_mut().for_each(|p| *p *= scale);
 }
 
 #[cfg(test)]
