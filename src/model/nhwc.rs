@@ -571,8 +571,9 @@ pub struct Stem {
     pub c_out: usize,
     pub kernel: usize,
     pub stride: usize,
-    /// The weights as a `[tap * c_in][c_out]` matrix for the AVX-512 kernel, which runs the
-    /// stem as an image-to-columns copy plus one matrix product.
+    /// The weights as a `[c_in][ky][kx][c_out]` matrix for the AVX-512 kernel, which runs the
+    /// stem as an image-to-columns copy plus one matrix product. (Input channel first, so the
+    /// copy moves each tap row's `k` neighbouring values of one image plane at once.)
     #[cfg(target_arch = "x86_64")]
     pub avx512: Option<super::pointwise512::Packed>,
 }
@@ -590,7 +591,16 @@ impl Stem {
         Stem {
             #[cfg(target_arch = "x86_64")]
             avx512: super::pointwise512::available().then(|| {
-                super::pointwise512::Packed::new(&weight, &bias, kernel * kernel * c_in, c_out)
+                let taps = kernel * kernel;
+                let mut by_channel = vec![0f32; weight.len()];
+                for t in 0..taps {
+                    for ci in 0..c_in {
+                        let from = (t * c_in + ci) * c_out;
+                        by_channel[(ci * taps + t) * c_out..][..c_out]
+                            .copy_from_slice(&weight[from..from + c_out]);
+                    }
+                }
+                super::pointwise512::Packed::new(&by_channel, &bias, taps * c_in, c_out)
             }),
             weight,
             bias,
@@ -601,42 +611,43 @@ impl Stem {
         }
     }
 
-    /// The `k * k * c_in` input values under output pixel (oy, ox), zero outside the image.
-    fn patch(
+    /// The image-to-columns copy of output row `oy`: for each output pixel its `c_in * k * k`
+    /// input values (`[c_in][ky][kx]`, zero outside the image) into `cols` (`ow` patches).
+    fn columns_row(
         &self,
         plane: &[f32],
         (h, w): (usize, usize),
-        pads: (usize, usize),
-        (oy, ox): (usize, usize),
-        dst: &mut [f32],
+        (pad_top, pad_left): (usize, usize),
+        oy: usize,
+        cols: &mut [f32],
     ) {
         let (k, s) = (self.kernel, self.stride);
-        let y0 = (oy * s) as isize - pads.0 as isize;
-        let x0 = (ox * s) as isize - pads.1 as isize;
-        if y0 >= 0 && x0 >= 0 && y0 as usize + k <= h && x0 as usize + k <= w {
-            // Wholly inside: each (input channel, tap row) is `k` consecutive values.
-            let (y0, x0) = (y0 as usize, x0 as usize);
-            for ci in 0..self.c_in {
-                for ky in 0..k {
-                    let src = &plane[(ci * h + y0 + ky) * w + x0..][..k];
-                    for (kx, &v) in src.iter().enumerate() {
-                        dst[(ky * k + kx) * self.c_in + ci] = v;
-                    }
-                }
-            }
-            return;
-        }
-        for ky in 0..k {
-            let iy = y0 + ky as isize;
-            for kx in 0..k {
-                let ix = x0 + kx as isize;
-                let inside = iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize;
-                for ci in 0..self.c_in {
-                    dst[(ky * k + kx) * self.c_in + ci] = if inside {
-                        plane[(ci * h + iy as usize) * w + ix as usize]
-                    } else {
-                        0.0
+        let depth = k * k * self.c_in;
+        for ci in 0..self.c_in {
+            for ky in 0..k {
+                let at = (ci * k + ky) * k;
+                let iy = (oy * s + ky) as isize - pad_top as isize;
+                let line = (iy >= 0 && (iy as usize) < h)
+                    .then(|| &plane[(ci * h + iy as usize) * w..][..w]);
+                for (ox, patch) in cols.chunks_exact_mut(depth).enumerate() {
+                    let dst = &mut patch[at..at + k];
+                    let Some(line) = line else {
+                        dst.fill(0.0);
+                        continue;
                     };
+                    let x0 = (ox * s) as isize - pad_left as isize;
+                    if x0 >= 0 && x0 as usize + k <= w {
+                        dst.copy_from_slice(&line[x0 as usize..x0 as usize + k]);
+                    } else {
+                        for (kx, d) in dst.iter_mut().enumerate() {
+                            let ix = x0 + kx as isize;
+                            *d = if ix >= 0 && (ix as usize) < w {
+                                line[ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
                 }
             }
         }
@@ -753,9 +764,7 @@ impl Stem {
             let depth = self.kernel * self.kernel * self.c_in;
             check_len("stem columns", columns, pixels * depth)?;
             for (oy, cols) in oys.zip(columns.chunks_exact_mut(ow * depth)) {
-                for (ox, patch) in cols.chunks_exact_mut(depth).enumerate() {
-                    self.patch(plane, (h, w), (pad_top, pad_left), (oy, ox), patch);
-                }
+                self.columns_row(plane, (h, w), (pad_top, pad_left), oy, cols);
             }
             packed.run_serial(columns, None, out, pixels, true);
             return Ok(());
@@ -807,9 +816,7 @@ impl Stem {
                 .for_each(|(r, cols)| {
                     let (image, oy) = (r / oh, r % oh);
                     let plane = &input[image * c * h * w..][..c * h * w];
-                    for (ox, patch) in cols.chunks_exact_mut(depth).enumerate() {
-                        self.patch(plane, (h, w), (pad_top, pad_left), (oy, ox), patch);
-                    }
+                    self.columns_row(plane, (h, w), (pad_top, pad_left), oy, cols);
                 });
             packed.run(columns, None, output, n * oh * ow, true);
             return Ok(out_dims);
