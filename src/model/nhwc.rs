@@ -161,12 +161,7 @@ impl Pointwise {
     ) -> Result<[usize; 4]> {
         let out_dims = self.out_dims(dims)?;
         let pixels = dims[0] * dims[1] * dims[2];
-        check_len("pointwise input", input, pixels * self.c_in)?;
-        check_len("pointwise output", output, pixels * self.c_out)?;
-        if let Some(r) = residual {
-            check_len("pointwise residual", r, pixels * self.c_out)?;
-        }
-        let output = &mut output[..pixels * self.c_out];
+        let output = self.checked(input, pixels, residual, output)?;
         #[cfg(target_arch = "x86_64")]
         if let Some(packed) = &self.avx512 {
             packed.run(input, residual, output, pixels, self.relu6);
@@ -178,6 +173,22 @@ impl Pointwise {
             .enumerate()
             .for_each(|(tile, out)| self.portable_rows(input, residual, tile * rows, out));
         Ok(out_dims)
+    }
+
+    /// `output` cut to `pixels` rows, once every buffer is known to hold them.
+    fn checked<'o>(
+        &self,
+        input: &[f32],
+        pixels: usize,
+        residual: Option<&[f32]>,
+        output: &'o mut [f32],
+    ) -> Result<&'o mut [f32]> {
+        check_len("pointwise input", input, pixels * self.c_in)?;
+        check_len("pointwise output", output, pixels * self.c_out)?;
+        if let Some(r) = residual {
+            check_len("pointwise residual", r, pixels * self.c_out)?;
+        }
+        Ok(&mut output[..pixels * self.c_out])
     }
 
     /// Writes `act(input x W + bias [+ residual])` for the rows of `out`, starting at pixel
@@ -229,7 +240,7 @@ impl Pointwise {
     }
 
     /// The same as [`Pointwise::run_into`] for `pixels` rows, on the calling thread only: for
-    /// callers that already split the work across threads (see [`super::banded`]).
+    /// callers that already split the work across threads (see [`super::block`]).
     pub fn run_serial(
         &self,
         input: &[f32],
@@ -237,12 +248,7 @@ impl Pointwise {
         residual: Option<&[f32]>,
         output: &mut [f32],
     ) -> Result<()> {
-        check_len("pointwise input", input, pixels * self.c_in)?;
-        check_len("pointwise output", output, pixels * self.c_out)?;
-        if let Some(r) = residual {
-            check_len("pointwise residual", r, pixels * self.c_out)?;
-        }
-        let output = &mut output[..pixels * self.c_out];
+        let output = self.checked(input, pixels, residual, output)?;
         #[cfg(target_arch = "x86_64")]
         if let Some(packed) = &self.avx512 {
             packed.run_serial(input, residual, output, pixels, self.relu6);
@@ -449,7 +455,7 @@ impl Depthwise {
 
     /// Output rows `oys` of one image (`image_h` rows of `band.w` pixels) into `out`
     /// (`oys.len()` rows), on the calling thread: for callers that already split the work
-    /// across threads (see [`super::banded`]). `band` must hold every input row in the image
+    /// across threads (see [`super::block`]). `band` must hold every input row in the image
     /// that those outputs read.
     pub fn rows_into(
         &self,
@@ -772,16 +778,29 @@ impl Stem {
         let _ = columns;
         let fma = has_fma();
         for (oy, out) in oys.zip(out.chunks_exact_mut(ow * self.c_out)) {
-            #[cfg(target_arch = "x86_64")]
-            if fma {
-                // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-                unsafe { self.row_fma(plane, h, w, (pad_top, pad_left), oy, out) };
-                continue;
-            }
-            let _ = fma;
-            self.row::<false>(plane, h, w, (pad_top, pad_left), oy, out);
+            self.portable_row(fma, plane, (h, w), (pad_top, pad_left), oy, out);
         }
         Ok(())
+    }
+
+    /// Output row `oy` read straight from the image, with FMA where `fma` (from [`has_fma`]).
+    fn portable_row(
+        &self,
+        fma: bool,
+        plane: &[f32],
+        (h, w): (usize, usize),
+        pads: (usize, usize),
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+            unsafe { self.row_fma(plane, h, w, pads, oy, out) };
+            return;
+        }
+        let _ = fma;
+        self.row::<false>(plane, h, w, pads, oy, out);
     }
 
     /// Writes the stem's output (NHWC) for `input` (`dims`, NCHW) into `output`; `columns` is
@@ -827,14 +846,7 @@ impl Stem {
             .for_each(|(r, out)| {
                 let (image, oy) = (r / oh, r % oh);
                 let plane = &input[image * c * h * w..][..c * h * w];
-                #[cfg(target_arch = "x86_64")]
-                if fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-                    unsafe { self.row_fma(plane, h, w, (pad_top, pad_left), oy, out) };
-                    return;
-                }
-                let _ = fma;
-                self.row::<false>(plane, h, w, (pad_top, pad_left), oy, out);
+                self.portable_row(fma, plane, (h, w), (pad_top, pad_left), oy, out);
             });
         Ok(out_dims)
     }

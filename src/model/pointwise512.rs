@@ -65,6 +65,17 @@ impl Packed {
         }
     }
 
+    /// What `run` and `run_serial` need before they touch memory: every slice holds `pixels`
+    /// rows, and the CPU has AVX-512F.
+    fn check(&self, input: &[f32], residual: Option<&[f32]>, out: &[f32], pixels: usize) {
+        assert!(input.len() >= pixels * self.c_in);
+        assert!(out.len() >= pixels * self.c_out);
+        if let Some(r) = residual {
+            assert!(r.len() >= pixels * self.c_out);
+        }
+        assert!(available(), "AVX-512F is required");
+    }
+
     /// `out[p, :] = act(input[p, :] x W + bias + residual[p, :])` for `pixels` rows.
     ///
     /// # Panics
@@ -77,12 +88,7 @@ impl Packed {
         pixels: usize,
         relu6: bool,
     ) {
-        assert!(input.len() >= pixels * self.c_in);
-        assert!(out.len() >= pixels * self.c_out);
-        if let Some(r) = residual {
-            assert!(r.len() >= pixels * self.c_out);
-        }
-        assert!(available(), "AVX-512F is required");
+        self.check(input, residual, out, pixels);
         let row_blocks = pixels.div_ceil(BLOCK_ROWS);
         // Enough tasks for every thread: split the channels too when there are few pixels.
         let threads = rayon::current_num_threads();
@@ -107,7 +113,7 @@ impl Packed {
                 if first_panel >= end_panel {
                     return;
                 }
-                // SAFETY: AVX-512F is present (asserted above); every task writes a disjoint
+                // SAFETY: AVX-512F is present (`check`); every task writes a disjoint
                 // rectangle (its rows x its panels) of `out`, whose bounds were checked above.
                 unsafe {
                     self.block(
@@ -135,13 +141,8 @@ impl Packed {
         pixels: usize,
         relu6: bool,
     ) {
-        assert!(input.len() >= pixels * self.c_in);
-        assert!(out.len() >= pixels * self.c_out);
-        if let Some(r) = residual {
-            assert!(r.len() >= pixels * self.c_out);
-        }
-        assert!(available(), "AVX-512F is required");
-        // SAFETY: AVX-512F is present and the slices hold `pixels` rows (asserted above).
+        self.check(input, residual, out, pixels);
+        // SAFETY: AVX-512F is present and the slices hold `pixels` rows (`check`).
         unsafe {
             self.block(
                 input.as_ptr(),
