@@ -37,9 +37,10 @@ fn take(weights: &Weights, name: &str) -> Result<Tensor, ModelError> {
 /// where `s = gamma / sqrt(var + eps)`.
 #[derive(Debug)]
 struct ConvBn {
-    /// With candle's own ops (GPUs), the folded weight (`[C_out, C_in / groups, k, k]`) and the
-    /// bias (`[C_out, 1, 1]`, broadcast over the spatial dimensions), in the compute dtype; with
-    /// the CPU ops `None` (the op has its own copy).
+    /// With candle's ops, the folded weight and bias on the device in the compute dtype, laid
+    /// out for the graph that runs them: NCHW (Metal) `[C_out, C_in / groups, k, k]` and
+    /// `[C_out, 1, 1]`; channels-last (CUDA) see [`ChannelsLastWeights`]. With the CPU ops
+    /// `None` (the op has its own copy).
     candle: Option<(Tensor, Tensor)>,
     kernel: usize,
     stride: usize,
@@ -49,12 +50,32 @@ struct ConvBn {
     cpu: Option<CpuLayer>,
 }
 
-/// How the layers run: the channels-last custom ops (CPU, f32), or candle's own ops on any
-/// device (NCHW, f32 or f16), which is what CUDA and Metal use.
+/// How the layers run: the CPU's own fast ops (f32, channels-last); candle's own ops on NCHW
+/// tensors (any device, f32 or f16: what Metal uses); or the channels-last graph of
+/// [`super::channels_last`], candle's GEMM plus labeld's kernels (what CUDA uses).
 #[derive(Debug, Clone, Copy)]
 enum Ops<'a> {
     Cpu,
     Candle { device: &'a Device, dtype: DType },
+    ChannelsLast { device: &'a Device, dtype: DType },
+}
+
+/// The channels-last graph's weight layouts, made from the folded NCHW weight
+/// `[C_out, C_in / groups, k, k]`: depthwise `[k * k, C]`, 1x1 `[C_in, C_out]` (the right-hand
+/// side of the GEMM), the stem `[k, k, C_in, C_out]`; the bias flat, `[C_out]`.
+struct ChannelsLastWeights;
+
+impl ChannelsLastWeights {
+    fn weight(weight: &Tensor, depthwise: bool) -> candle_core::Result<Tensor> {
+        let (c_out, c_in, k, _) = weight.dims4()?;
+        if depthwise {
+            weight.reshape((c_out, k * k))?.t()?.contiguous()
+        } else if k == 1 {
+            weight.reshape((c_out, c_in))?.t()?.contiguous()
+        } else {
+            weight.permute((2, 3, 1, 0))?.contiguous()
+        }
+    }
 }
 
 /// A layer's channels-last CPU op (see [`super::nhwc`]).
@@ -154,6 +175,15 @@ impl ConvBn {
                     bias.to_dtype(dtype)?.to_device(device)?,
                 )),
             ),
+            Ops::ChannelsLast { device, dtype } => (
+                None,
+                Some((
+                    ChannelsLastWeights::weight(&weight, depthwise)?
+                        .to_dtype(dtype)?
+                        .to_device(device)?,
+                    bias.flatten_all()?.to_dtype(dtype)?.to_device(device)?,
+                )),
+            ),
         };
         Ok(ConvBn {
             cpu,
@@ -165,7 +195,47 @@ impl ConvBn {
         })
     }
 
-    /// The layer on an NCHW tensor with candle's own ops (GPUs). `six` is the ReLU6 ceiling
+    /// The layer on an NHWC tensor in the channels-last graph (CUDA): a 1x1 convolution is one
+    /// GEMM over all pixels of the batch then its epilogue (+ bias, ReLU6, or + bias + the
+    /// block's input `residual`); the depthwise and the stem are one kernel each. The stem
+    /// reads the NCHW images as they come.
+    fn forward_channels_last(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        use super::channels_last::{BiasAct, BiasResidual, Depthwise, Stem};
+        let Some((weight, bias)) = &self.candle else {
+            candle_core::bail!("a CPU layer has no candle weights");
+        };
+        let (kernel, stride) = (self.kernel, self.stride);
+        if self.groups > 1 {
+            let relu6 = self.relu6;
+            let op = Depthwise {
+                kernel,
+                stride,
+                relu6,
+            };
+            return x.apply_op3_no_bwd(weight, bias, &op);
+        }
+        if kernel > 1 || stride > 1 {
+            if !self.relu6 {
+                candle_core::bail!("a full convolution without ReLU6");
+            }
+            return x.apply_op3_no_bwd(weight, bias, &Stem { kernel, stride });
+        }
+        let (n, h, w, c_in) = x.dims4()?;
+        let c_out = weight.dim(1)?;
+        let y = x.reshape((n * h * w, c_in))?.matmul(weight)?;
+        let y = match residual {
+            Some(_) if self.relu6 => candle_core::bail!("a residual after ReLU6"),
+            Some(r) => y.apply_op3_no_bwd(bias, &r.reshape((n * h * w, c_out))?, &BiasResidual)?,
+            None => y.apply_op2_no_bwd(bias, &BiasAct { relu6: self.relu6 })?,
+        };
+        y.reshape((n, h, w, c_out))
+    }
+
+    /// The layer on an NCHW tensor with candle's own ops (Metal). `six` is the ReLU6 ceiling
     /// as a one-element tensor on the device, in the compute dtype (a Rust scalar would be
     /// copied to the device on every call).
     fn forward(&self, x: &Tensor, six: &Tensor) -> candle_core::Result<Tensor> {
@@ -173,32 +243,12 @@ impl ConvBn {
             candle_core::bail!("a CPU layer has no candle weights");
         };
         let y = if self.groups > 1 {
-            #[cfg(feature = "cuda")]
-            if x.device().is_cuda() {
-                // One fused kernel (bias and ReLU6 included) instead of the sum over taps.
-                let (c, k) = (weight.dim(0)?, self.kernel);
-                let op = super::cuda_ops::DepthwiseCuda {
-                    kernel: k,
-                    stride: self.stride,
-                    relu6: self.relu6,
-                };
-                return x.contiguous()?.apply_op3_no_bwd(
-                    &weight.reshape((c, k * k))?,
-                    &bias.reshape(c)?,
-                    &op,
-                );
-            }
             depthwise(x, weight, self.kernel, self.stride)?
         } else if self.kernel == 1 && self.stride == 1 {
             pointwise(x, weight)?
         } else {
             same_pad(x, self.kernel, self.stride)?.conv2d(weight, 0, self.stride, 1, 1)?
         };
-        #[cfg(feature = "cuda")]
-        if y.device().is_cuda() {
-            let op = super::cuda_ops::BiasActCuda { relu6: self.relu6 };
-            return y.contiguous()?.apply_op2_no_bwd(&bias.flatten_all()?, &op);
-        }
         let y = y.broadcast_add(bias)?;
         if self.relu6 {
             y.relu()?.broadcast_minimum(six)
@@ -307,6 +357,18 @@ struct MbConv {
 }
 
 impl MbConv {
+    /// The block on an NHWC tensor in the channels-last graph (CUDA); the residual is added in
+    /// the projection's epilogue.
+    fn forward_channels_last(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = match &self.expand {
+            Some(expand) => expand.forward_channels_last(x, None)?,
+            None => x.clone(),
+        };
+        let y = self.depthwise.forward_channels_last(&y, None)?;
+        self.project
+            .forward_channels_last(&y, self.residual.then_some(x))
+    }
+
     fn forward(&self, x: &Tensor, six: &Tensor) -> candle_core::Result<Tensor> {
         let mut y = match &self.expand {
             Some(expand) => expand.forward(x, six)?,
@@ -338,6 +400,8 @@ pub struct EfficientNetLite {
     fc_cpu: Option<Pointwise>,
     /// With candle's ops: the compute dtype and the ReLU6 ceiling on the device.
     candle: Option<(DType, Tensor)>,
+    /// Whether candle's ops run the channels-last graph (CUDA) rather than NCHW.
+    channels_last: bool,
     /// CPU activation buffers (unused on GPUs).
     workspace: std::sync::Mutex<Workspace>,
 }
@@ -362,7 +426,8 @@ impl EfficientNetLite {
         let ops = match device {
             Device::Cpu if dtype == DType::F32 => Ops::Cpu,
             Device::Cpu => return Err(ModelError::Precision(dtype)),
-            _ => Ops::Candle { device, dtype },
+            Device::Cuda(_) => Ops::ChannelsLast { device, dtype },
+            Device::Metal(_) => Ops::Candle { device, dtype },
         };
         Self::build(weights, ops)
     }
@@ -452,11 +517,11 @@ impl EfficientNetLite {
                     false,
                 ))
             }
-            Ops::Candle { .. } => None,
+            Ops::Candle { .. } | Ops::ChannelsLast { .. } => None,
         };
         let candle = match ops {
             Ops::Cpu => None,
-            Ops::Candle { device, dtype } => {
+            Ops::Candle { device, dtype } | Ops::ChannelsLast { device, dtype } => {
                 fc_weight = fc_weight.to_dtype(dtype)?.to_device(device)?;
                 fc_bias = fc_bias.to_dtype(dtype)?.to_device(device)?;
                 let six = Tensor::new(&[6f32], device)?.to_dtype(dtype)?;
@@ -471,6 +536,7 @@ impl EfficientNetLite {
             fc_bias,
             fc_cpu,
             candle,
+            channels_last: matches!(ops, Ops::ChannelsLast { .. }),
             workspace: std::sync::Mutex::default(),
         })
     }
@@ -493,11 +559,24 @@ impl EfficientNetLite {
         let Some((dtype, six)) = &self.candle else {
             return self.forward_cpu(x);
         };
-        let mut x = self.stem.forward(&x.to_dtype(*dtype)?, six)?;
-        for block in &self.blocks {
-            x = block.forward(&x, six)?;
-        }
-        let features = self.head.forward(&x, six)?;
+        let x = x.to_dtype(*dtype)?.contiguous()?;
+        let features = if self.channels_last {
+            let mut x = self.stem.forward_channels_last(&x, None)?;
+            for block in &self.blocks {
+                x = block.forward_channels_last(&x)?;
+            }
+            // [N, h, w, C] -> NCHW, as callers take it (7 x 7 x 1280 an image: a small copy).
+            self.head
+                .forward_channels_last(&x, None)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?
+        } else {
+            let mut x = self.stem.forward(&x, six)?;
+            for block in &self.blocks {
+                x = block.forward(&x, six)?;
+            }
+            self.head.forward(&x, six)?
+        };
         let pooled = features.mean((2, 3))?;
         let logits = pooled
             .matmul(&self.fc_weight.t()?)?
@@ -825,9 +904,12 @@ mod tests {
             .expect("diff")
     }
 
-    /// The path GPUs take (candle's ops: batched-matmul pointwise, tap-sum depthwise, parity
-    /// phases for stride 2) computes the same network as the CPU's own ops. Run here on the
-    /// CPU, so CI checks the GPU arithmetic without a GPU. Lite2 has 5x5 stride-2 layers and
+    /// The paths GPUs take compute the same network as the CPU's own ops: candle's NCHW ops
+    /// (Metal: batched-matmul pointwise, tap-sum depthwise, parity phases for stride 2) and the
+    /// channels-last graph (CUDA: one GEMM per 1x1 convolution, its weight layouts, the fused
+    /// residual, the kernels' arithmetic in their CPU versions). Run here on the CPU, so CI
+    /// checks the GPU arithmetic without a GPU (the CUDA kernels' own indexing is checked where
+    /// a GPU is: `examples/forward --device cuda` compares with the CPU first). Lite2 has 5x5 stride-2 layers and
     /// odd sizes (260 -> 130 -> 65 -> 33 -> 17 -> 9) that Lite0 lacks.
     #[test]
     fn candle_ops_compute_what_the_cpu_ops_compute() {
@@ -844,6 +926,24 @@ mod tests {
             )
             .expect("candle ops");
             let (fast_logits, fast_features) = fast.forward(&x).expect("cpu forward");
+            // The channels-last graph CUDA runs, here with its ops' CPU versions.
+            let channels_last = EfficientNetLite::build(
+                &weights,
+                Ops::ChannelsLast {
+                    device: &Device::Cpu,
+                    dtype: DType::F32,
+                },
+            )
+            .expect("channels-last ops");
+            let (got, got_features) = channels_last.forward(&x).expect("channels-last forward");
+            assert_eq!(got_features.dims(), fast_features.dims());
+            let d = max_diff(&got, &fast_logits);
+            assert!(d < 1e-3, "{kind}: channels-last logits differ by {d}");
+            let d = max_diff(
+                &got_features,
+                &fast_features.contiguous().expect("features"),
+            );
+            assert!(d < 1e-3, "{kind}: channels-last features differ by {d}");
             let (logits, features) = portable.forward(&x).expect("candle forward");
             assert_eq!(features.dims(), fast_features.dims());
             let d = max_diff(&logits, &fast_logits);

@@ -7,6 +7,7 @@
 
 mod aligned;
 mod block;
+mod channels_last;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
 mod depthwise512;
@@ -164,6 +165,10 @@ pub struct LiteClassifier {
     device: Device,
     net: EfficientNetLite,
     head: ClassifierHead,
+    /// On a GPU, the host copy of a batch before it is uploaded, reused from one call to the
+    /// next: a batch of 64 Lite0 images is 38.5 MB, past glibc's largest mmap threshold (32 MB),
+    /// so a fresh buffer would be a fresh mapping, page-faulted in on every call.
+    staging: std::sync::Mutex<Vec<f32>>,
 }
 
 impl LiteClassifier {
@@ -184,6 +189,10 @@ impl LiteClassifier {
         let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
             .map_err(|source| ModelError::Load { path, source })?;
         let net = EfficientNetLite::from_weights(&tensors, device, dtype)?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(cuda) = device {
+            cuda_ops::keep_freed_memory(cuda)?;
+        }
         let (w, _) = net.classifier();
         let (classes, channels) = w.dims2()?;
         let head = ClassifierHead {
@@ -200,6 +209,7 @@ impl LiteClassifier {
             device: device.clone(),
             net,
             head,
+            staging: std::sync::Mutex::default(),
         })
     }
 }
@@ -247,11 +257,17 @@ impl Classifier for LiteClassifier {
                 })
                 .collect());
         }
-        let mut flat = Vec::with_capacity(batch.len() * per_image);
-        for image in batch {
-            flat.extend_from_slice(image);
-        }
-        let input = Tensor::from_vec(flat, (batch.len(), 3, size, size), &self.device)?;
+        let input = {
+            let mut flat = self
+                .staging
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            flat.clear();
+            for image in batch {
+                flat.extend_from_slice(image);
+            }
+            Tensor::from_slice(&flat, (batch.len(), 3, size, size), &self.device)?
+        };
         let (logits, features) = self.net.forward(&input)?;
         let probabilities = efficientnet_lite::softmax(&logits)?;
         let logits = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
