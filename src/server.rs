@@ -20,6 +20,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 
@@ -311,7 +312,8 @@ impl Server {
             let grpc = async move {
                 match grpc_tls {
                     None => {
-                        let incoming = TcpListenerStream::new(listener);
+                        let incoming = TcpListenerStream::new(listener)
+                            .map(|conn| conn.inspect(http_serve::no_delay));
                         routes.serve_with_incoming_shutdown(incoming, drain).await
                     }
                     Some(acceptor) => {

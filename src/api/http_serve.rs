@@ -83,18 +83,32 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// The next connection on `listener` (`door` names it in the log). A failed accept (out of
-/// descriptors, a connection reset before it was accepted) is logged and retried after a short
-/// pause instead of spinning; the port keeps serving. Used by the gRPC port's TLS acceptor too.
+/// The next connection on `listener` (`door` names it in the log), with Nagle's algorithm off
+/// (see [`no_delay`]). A failed accept (out of descriptors, a connection reset before it was
+/// accepted) is logged and retried after a short pause instead of spinning; the port keeps
+/// serving. Used by the gRPC port's TLS acceptor too.
 pub(crate) async fn accept(listener: &TcpListener, door: &str) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            Ok(accepted) => {
+                no_delay(&accepted.0);
+                return accepted;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a {door} connection failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+/// Turns Nagle's algorithm off on an accepted connection. A reply goes out as several small
+/// writes (HTTP/2: headers, data, trailers); with Nagle on, a write waits for the ACK of the one
+/// before, which a client delays by up to 40 ms. Measured on an H100 machine before this
+/// (labeld serve --device cuda, 32 callers): 44 ms at the client for 7 ms in the server.
+pub(crate) fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
 }
 
