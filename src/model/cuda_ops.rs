@@ -3,9 +3,14 @@
 //! `{op}_{f32|f16|bf16}` and takes its inputs, its output, the number of output values (u64),
 //! then its `i32` parameters, in that order, with one thread per output value.
 
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{
+    sys, CudaContext, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::op::BackpropOp;
+use candle_core::{CudaStorage, Layout, Result, Storage, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 const MODULE: &str = "labeld_kernels";
@@ -81,7 +86,7 @@ fn launch_as<T: CudaDType + DeviceRepr>(
 /// back, so without this every pass maps its whole working set again. The pool then holds the
 /// largest pass's working set, as PyTorch's caching allocator does.
 pub fn keep_freed_memory(device: &candle_core::CudaDevice) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use candle_core::cuda_backend::cudarc::driver::result;
     let context = device.cuda_stream().context().clone();
     context.bind_to_thread().w()?;
     let mut threshold = u64::MAX;
@@ -96,4 +101,101 @@ pub fn keep_freed_memory(device: &candle_core::CudaDevice) -> Result<()> {
         .w()?;
     }
     Ok(())
+}
+
+/// Page-locked host buffers for a batch's upload and for the results' download, grown to the
+/// largest batch and reused. From pageable memory the driver stages every transfer through its
+/// own small pinned buffers; PyTorch's figures in BENCHMARKS.md come from pinned memory, and so
+/// do these now. The upload buffer is write-combined (the CPU only writes it); the download one
+/// is not (the CPU reads it, and reads of write-combined memory are uncached).
+#[derive(Debug, Default)]
+pub struct PinnedBuffers {
+    upload: Option<PinnedHostSlice<f32>>,
+    download: Option<PinnedHostSlice<f32>>,
+}
+
+/// `buffer`, reallocated with `flags` when shorter than `len`.
+fn pinned<'a>(
+    buffer: &'a mut Option<PinnedHostSlice<f32>>,
+    context: &Arc<CudaContext>,
+    len: usize,
+    flags: u32,
+) -> Result<&'a mut PinnedHostSlice<f32>> {
+    if buffer.as_ref().is_none_or(|b| b.len() < len) {
+        *buffer = None; // the old one is freed before the larger one is allocated
+                        // SAFETY: the contents are written (upload) or copied into (download) before any read.
+        *buffer = Some(unsafe { context.alloc_pinned_with_flags::<f32>(len, flags) }.w()?);
+    }
+    buffer
+        .as_mut()
+        .ok_or_else(|| candle_core::Error::Msg("pinned buffer".into()))
+}
+
+impl PinnedBuffers {
+    /// The images (each one image's values, all the same length) as one f32 tensor of `shape`
+    /// on `device`, copied through the pinned upload buffer.
+    pub fn upload(
+        &mut self,
+        device: &candle_core::CudaDevice,
+        images: &[&[f32]],
+        shape: candle_core::Shape,
+    ) -> Result<Tensor> {
+        let len = shape.elem_count();
+        let stream = device.cuda_stream();
+        let host = pinned(
+            &mut self.upload,
+            stream.context(),
+            len,
+            sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+        )?;
+        // Waits for the previous upload from this buffer to finish.
+        let staged = &mut host.as_mut_slice().w()?[..len];
+        let mut at = 0;
+        for image in images {
+            let Some(slot) = staged.get_mut(at..at + image.len()) else {
+                candle_core::bail!("upload: {len} values for {shape:?}, the images hold more");
+            };
+            slot.copy_from_slice(image);
+            at += image.len();
+        }
+        if at != len {
+            candle_core::bail!("upload: {at} values for {shape:?}");
+        }
+        // SAFETY: all `len` values are written by the copy before anything reads them.
+        let mut dst = unsafe { stream.alloc::<f32>(len) }.w()?;
+        // A `[f32]` view of the pinned memory copies just `len` values (the driver sees that the
+        // pages are pinned). The copy is asynchronous: wait for it, so that no later upload
+        // (another model worker's, say) can overwrite the buffer while it is being read.
+        stream.memcpy_htod(&*staged, &mut dst).w()?;
+        stream.synchronize().w()?;
+        let storage = CudaStorage::wrap_cuda_slice(dst, device.clone());
+        Ok(Tensor::from_storage(
+            Storage::Cuda(storage),
+            shape,
+            BackpropOp::none(),
+            false,
+        ))
+    }
+
+    /// A contiguous f32 tensor's values, copied through the pinned download buffer.
+    pub fn download(&mut self, tensor: &Tensor) -> Result<&[f32]> {
+        let (storage, layout) = tensor.storage_and_layout();
+        let Storage::Cuda(cuda) = &*storage else {
+            candle_core::bail!("download: not a CUDA tensor");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("download: not contiguous");
+        };
+        let src = cuda.as_cuda_slice::<f32>()?.slice(start..end);
+        let stream = cuda.device.cuda_stream();
+        let len = end - start;
+        let host = pinned(&mut self.download, stream.context(), len, 0)?;
+        // Exactly `len` values: the driver copies as many bytes as the host slice holds, and a
+        // buffer grown for a larger batch would read past the tensor (CUDA_ERROR_INVALID_VALUE,
+        // seen on the H100 when a batch of 8 followed one of 32).
+        let dst = &mut host.as_mut_slice().w()?[..len];
+        stream.memcpy_dtoh(&src, dst).w()?;
+        stream.synchronize().w()?;
+        Ok(dst)
+    }
 }

@@ -165,10 +165,28 @@ pub struct LiteClassifier {
     device: Device,
     net: EfficientNetLite,
     head: ClassifierHead,
-    /// On a GPU, the host copy of a batch before it is uploaded, reused from one call to the
-    /// next: a batch of 64 Lite0 images is 38.5 MB, past glibc's largest mmap threshold (32 MB),
-    /// so a fresh buffer would be a fresh mapping, page-faulted in on every call.
-    staging: std::sync::Mutex<Vec<f32>>,
+    /// On a GPU, the host buffers a batch goes through.
+    staging: std::sync::Mutex<Staging>,
+}
+
+/// The host buffers of a GPU batch, reused from one call to the next: a batch of 64 Lite0 images
+/// is 38.5 MB, past glibc's largest mmap threshold (32 MB), so a fresh buffer would be a fresh
+/// mapping, page-faulted in on every call. On CUDA they are page-locked, as PyTorch's are.
+#[derive(Debug, Default)]
+struct Staging {
+    /// The batch before it is uploaded (Metal).
+    host: Vec<f32>,
+    /// The batch's upload and the feature maps' download (CUDA).
+    #[cfg(feature = "cuda")]
+    pinned: cuda_ops::PinnedBuffers,
+}
+
+impl LiteClassifier {
+    fn staging(&self) -> std::sync::MutexGuard<'_, Staging> {
+        self.staging
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl LiteClassifier {
@@ -257,40 +275,52 @@ impl Classifier for LiteClassifier {
                 })
                 .collect());
         }
-        let input = {
-            let mut flat = self
-                .staging
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            flat.clear();
-            for image in batch {
-                flat.extend_from_slice(image);
+        let shape = (batch.len(), 3, size, size);
+        let input = match &self.device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(cuda) => self.staging().pinned.upload(cuda, batch, shape.into())?,
+            _ => {
+                let staging = &mut self.staging().host;
+                staging.clear();
+                for image in batch {
+                    staging.extend_from_slice(image);
+                }
+                Tensor::from_slice(staging, shape, &self.device)?
             }
-            Tensor::from_slice(&flat, (batch.len(), 3, size, size), &self.device)?
         };
         let (logits, features) = self.net.forward(&input)?;
         let probabilities = efficientnet_lite::softmax(&logits)?;
         let logits = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let probabilities = probabilities.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let (_, channels, height, width) = features.dims4()?;
-        let features = features
-            .to_dtype(candle_core::DType::F32)?
-            .to_device(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
         let plane = channels * height * width;
+        let features = features.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let features: Vec<Vec<f32>> = match &self.device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => (self.staging().pinned.download(&features)?)
+                .chunks_exact(plane)
+                .map(<[f32]>::to_vec)
+                .collect(),
+            _ => (features
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+            .chunks_exact(plane)
+            .map(<[f32]>::to_vec)
+            .collect(),
+        };
         Ok(logits
             .into_iter()
             .zip(probabilities)
-            .enumerate()
-            .map(|(i, (logits, probabilities))| Prediction {
+            .zip(features)
+            .map(|((logits, probabilities), data)| Prediction {
                 logits,
                 probabilities,
                 features: FeatureMap {
                     channels,
                     height,
                     width,
-                    data: features[i * plane..(i + 1) * plane].to_vec(),
+                    data,
                 },
             })
             .collect())
