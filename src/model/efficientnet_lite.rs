@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
 use super::aligned::{aligned, grown};
 use super::block::{Block, Layers, Source};
@@ -738,17 +739,16 @@ impl CpuBody<'_> {
         } = &mut *guard;
         for pass in images.chunks(IMAGES_PER_PASS) {
             let k = pass.len();
-            let batch = grown(batch, k * c * h * w);
-            for (dst, image) in batch.chunks_exact_mut(c * h * w).zip(pass) {
-                if image.len() != c * h * w {
-                    candle_core::bail!(
-                        "an image of {} values, expected {}",
-                        image.len(),
-                        c * h * w
-                    );
-                }
-                dst.copy_from_slice(image);
+            if let Some(image) = pass.iter().find(|image| image.len() != c * h * w) {
+                candle_core::bail!("an image of {} values, expected {}", image.len(), c * h * w);
             }
+            // Copied on the compute pool: a pass's images are megabytes, and the pool would
+            // otherwise wait for one thread to copy them.
+            let batch = grown(batch, k * c * h * w);
+            batch
+                .par_chunks_exact_mut(c * h * w)
+                .zip(pass.par_iter())
+                .for_each(|(dst, image)| dst.copy_from_slice(image));
             let out = grown(features, k * per_image);
             self.images(body, batch, [k, c, h, w], out)?;
             each(out)?;
@@ -829,19 +829,22 @@ impl EfficientNetLite {
         body.passes(images, dims, |pass| {
             let k = pass.len() / (cells * channels);
             pooled.resize(k * channels, 0.0);
-            for (image, pooled) in pass
-                .chunks_exact(cells * channels)
-                .zip(pooled.chunks_exact_mut(channels))
-            {
-                average_pool(image, pooled);
-                let mut chw = vec![0f32; cells * channels];
-                for (cell, pixel) in image.chunks_exact(channels).enumerate() {
-                    for (ch, &v) in pixel.iter().enumerate() {
-                        chw[ch * cells + cell] = v;
+            // Per image, on the compute pool (between two passes it would otherwise idle).
+            let pass_features: Vec<Vec<f32>> = pass
+                .par_chunks_exact(cells * channels)
+                .zip(pooled.par_chunks_exact_mut(channels))
+                .map(|(image, pooled)| {
+                    average_pool(image, pooled);
+                    let mut chw = vec![0f32; cells * channels];
+                    for (cell, pixel) in image.chunks_exact(channels).enumerate() {
+                        for (ch, &v) in pixel.iter().enumerate() {
+                            chw[ch * cells + cell] = v;
+                        }
                     }
-                }
-                features.push(chw);
-            }
+                    chw
+                })
+                .collect();
+            features.extend(pass_features);
             scores.resize(k * fc.c_out, 0.0);
             fc.run_into(&pooled, [k, 1, 1, channels], None, &mut scores)?;
             logits.extend(scores.chunks_exact(fc.c_out).map(<[f32]>::to_vec));
