@@ -412,9 +412,10 @@ impl EfficientNetLite {
     /// `_conv_stem`, `_bn0`, `_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}`,
     /// `_conv_head`, `_bn1`, `_fc`).
     ///
-    /// On the CPU the network runs in f32 on the channels-last ops; on other devices on
-    /// candle's ops in `dtype` (f32, or f16/bf16 for tensor cores; logits and features are
-    /// returned in f32 either way).
+    /// On the CPU the network runs in f32 on the CPU's own channels-last ops; on CUDA in
+    /// `dtype` (f32, or f16/bf16 for tensor cores) on the channels-last graph of
+    /// [`super::channels_last`], on Metal on candle's NCHW ops. Logits and features are
+    /// returned in f32 either way.
     ///
     /// # Errors
     /// [`ModelError::MissingTensor`] or a shape error when the file is not an EfficientNet-Lite;
@@ -912,47 +913,30 @@ mod tests {
     /// channels-last graph (CUDA: one GEMM per 1x1 convolution, its weight layouts, the fused
     /// residual, the kernels' arithmetic in their CPU versions). Run here on the CPU, so CI
     /// checks the GPU arithmetic without a GPU (the CUDA kernels' own indexing is checked where
-    /// a GPU is: `examples/forward --device cuda` compares with the CPU first). Lite2 has 5x5 stride-2 layers and
-    /// odd sizes (260 -> 130 -> 65 -> 33 -> 17 -> 9) that Lite0 lacks.
+    /// a GPU is: `examples/forward --device cuda` compares with the CPU first). Lite2 has 5x5
+    /// stride-2 layers and odd sizes (260 -> 130 -> 65 -> 33 -> 17 -> 9) that Lite0 lacks.
     #[test]
     fn candle_ops_compute_what_the_cpu_ops_compute() {
+        let cpu = &Device::Cpu;
+        let dtype = DType::F32;
         for kind in [ModelKind::EfficientNetLite0, ModelKind::EfficientNetLite2] {
             let weights = weights(kind);
             let x = input(kind.input_size() as usize);
             let fast = EfficientNetLite::build(&weights, Ops::Cpu).expect("cpu ops");
-            let portable = EfficientNetLite::build(
-                &weights,
-                Ops::Candle {
-                    device: &Device::Cpu,
-                    dtype: DType::F32,
-                },
-            )
-            .expect("candle ops");
             let (fast_logits, fast_features) = fast.forward(&x).expect("cpu forward");
-            // The channels-last graph CUDA runs, here with its ops' CPU versions.
-            let channels_last = EfficientNetLite::build(
-                &weights,
-                Ops::ChannelsLast {
-                    device: &Device::Cpu,
-                    dtype: DType::F32,
-                },
-            )
-            .expect("channels-last ops");
-            let (got, got_features) = channels_last.forward(&x).expect("channels-last forward");
-            assert_eq!(got_features.dims(), fast_features.dims());
-            let d = max_diff(&got, &fast_logits);
-            assert!(d < 1e-3, "{kind}: channels-last logits differ by {d}");
-            let d = max_diff(
-                &got_features,
-                &fast_features.contiguous().expect("features"),
-            );
-            assert!(d < 1e-3, "{kind}: channels-last features differ by {d}");
-            let (logits, features) = portable.forward(&x).expect("candle forward");
-            assert_eq!(features.dims(), fast_features.dims());
-            let d = max_diff(&logits, &fast_logits);
-            assert!(d < 1e-3, "{kind}: logits differ by {d}");
-            let d = max_diff(&features, &fast_features.contiguous().expect("features"));
-            assert!(d < 1e-3, "{kind}: features differ by {d}");
+            let fast_features = fast_features.contiguous().expect("features");
+            for (graph, ops) in [
+                ("NCHW", Ops::Candle { device: cpu, dtype }),
+                ("channels-last", Ops::ChannelsLast { device: cpu, dtype }),
+            ] {
+                let net = EfficientNetLite::build(&weights, ops).expect(graph);
+                let (logits, features) = net.forward(&x).expect(graph);
+                assert_eq!(features.dims(), fast_features.dims(), "{kind} {graph}");
+                let d = max_diff(&logits, &fast_logits);
+                assert!(d < 1e-3, "{kind} {graph}: logits differ by {d}");
+                let d = max_diff(&features, &fast_features);
+                assert!(d < 1e-3, "{kind} {graph}: features differ by {d}");
+            }
             // The serving path (no tensors) returns the same logits and CHW feature maps.
             let size = kind.input_size() as usize;
             let flat = x
@@ -966,9 +950,9 @@ mod tests {
                 .expect("the CPU ops");
             assert_eq!(out.logits.len(), images.len());
             let [c, h, w] = out.feature_dims;
-            assert_eq!(features.dims(), [images.len(), c, h, w]);
-            let want_logits = logits.to_vec2::<f32>().expect("logits");
-            let want_features = features.flatten_all().and_then(|t| t.to_vec1::<f32>());
+            assert_eq!(fast_features.dims(), [images.len(), c, h, w]);
+            let want_logits = fast_logits.to_vec2::<f32>().expect("logits");
+            let want_features = fast_features.flatten_all().and_then(|t| t.to_vec1::<f32>());
             let want_features = want_features.expect("features");
             for (i, (got_logits, got_features)) in out.logits.iter().zip(&out.features).enumerate()
             {
