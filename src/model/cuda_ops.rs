@@ -122,8 +122,9 @@ fn pinned<'a>(
     flags: u32,
 ) -> Result<&'a mut PinnedHostSlice<f32>> {
     if buffer.as_ref().is_none_or(|b| b.len() < len) {
-        *buffer = None; // the old one is freed before the larger one is allocated
-                        // SAFETY: the contents are written (upload) or copied into (download) before any read.
+        // The old buffer is freed before the larger one is allocated.
+        *buffer = None;
+        // SAFETY: the contents are written (upload) or copied into (download) before any read.
         *buffer = Some(unsafe { context.alloc_pinned_with_flags::<f32>(len, flags) }.w()?);
     }
     buffer
@@ -148,7 +149,7 @@ impl PinnedBuffers {
             len,
             sys::CU_MEMHOSTALLOC_WRITECOMBINED,
         )?;
-        // Waits for the previous upload from this buffer to finish.
+        // No copy from this buffer is still running: each upload waits for its own (below).
         let staged = &mut host.as_mut_slice().w()?[..len];
         let mut at = 0;
         for image in images {
