@@ -598,7 +598,8 @@ struct Workspace {
     batch: Vec<f32>,
     /// The head's output for one pass.
     features: Vec<f32>,
-    body: BodyBuffers,
+    /// One set per lane (see [`CpuBody::passes`]).
+    bodies: Vec<BodyBuffers>,
 }
 
 /// What the body's passes reuse.
@@ -618,6 +619,25 @@ struct BodyBuffers {
 /// Measured with `examples/forward --model lite0 --threads 2 --batches 8`, four alternating
 /// rounds on this 2-core VM: 135-148 images/s two at a time, 136-156 four, 155-160 eight.
 const IMAGES_PER_PASS: usize = 8;
+
+/// How many images each lane of a pass takes: one lane per thread when every thread gets at
+/// least one image, else one lane for the whole pass.
+///
+/// Why: a lane runs its images through the whole network on its own, so a thread keeps its
+/// own activations in its own L2 and never waits at the end of a layer for the other threads.
+/// Measured on this 2-core VM (`examples/forward --threads 2 --batches 4,8,16`, two
+/// alternating rounds): best batch Lite0 212-214 images/s with one lane, 221-223 with two;
+/// Lite2 98-101 and 101-102. Two separate one-thread processes were only ~5-9 % ahead of one
+/// lane, which bounds what this can gain. A lane's layers still split across the pool
+/// (rayon), so a thread that finishes its lane early helps with the other's (3 images on 2
+/// threads). Below one image per thread (batch 1) the layers split across the threads
+/// instead, which is what keeps batch-1 latency low.
+fn lane_sizes(images: usize, threads: usize) -> Vec<usize> {
+    let lanes = if images >= threads { threads.max(1) } else { 1 };
+    (0..lanes)
+        .map(|lane| images * (lane + 1) / lanes - images * lane / lanes)
+        .collect()
+}
 
 /// The whole CPU network body (stem to head) as one candle op over [`Workspace`] buffers:
 /// NCHW images in, the head's NHWC feature map out.
@@ -719,7 +739,8 @@ impl CpuBody<'_> {
     }
 
     /// Runs `images` (each `c * h * w`, CHW) through the network up to [`IMAGES_PER_PASS`] at a
-    /// time, handing each pass's head output (NHWC, `[images][h][w][c]`) to `each`.
+    /// time, each pass split into lanes (see [`lane_sizes`]), handing each pass's head output
+    /// (NHWC, `[images][h][w][c]`) to `each`.
     fn passes(
         &self,
         images: &[&[f32]],
@@ -736,8 +757,9 @@ impl CpuBody<'_> {
         let Workspace {
             batch,
             features,
-            body,
+            bodies,
         } = &mut *guard;
+        let threads = rayon::current_num_threads();
         for pass in images.chunks(IMAGES_PER_PASS) {
             let k = pass.len();
             if let Some(image) = pass.iter().find(|image| image.len() != c * h * w) {
@@ -751,7 +773,21 @@ impl CpuBody<'_> {
                 .zip(pass.par_iter())
                 .for_each(|(dst, image)| dst.copy_from_slice(image));
             let out = grown(features, k * per_image);
-            self.images(body, batch, [k, c, h, w], out)?;
+            let sizes = lane_sizes(k, threads);
+            if bodies.len() < sizes.len() {
+                bodies.resize_with(sizes.len(), BodyBuffers::default);
+            }
+            let mut lanes = Vec::with_capacity(sizes.len());
+            let (mut x, mut o) = (&batch[..k * c * h * w], &mut out[..]);
+            for (&m, buffers) in sizes.iter().zip(bodies.iter_mut()) {
+                let (lane_x, x_rest) = x.split_at(m * c * h * w);
+                let (lane_out, o_rest) = std::mem::take(&mut o).split_at_mut(m * per_image);
+                lanes.push((buffers, lane_x, lane_out, m));
+                (x, o) = (x_rest, o_rest);
+            }
+            lanes
+                .into_par_iter()
+                .try_for_each(|(buffers, x, out, m)| self.images(buffers, x, [m, c, h, w], out))?;
             each(out)?;
         }
         Ok(())
@@ -967,6 +1003,58 @@ mod tests {
                 assert!(d < 1e-3, "{kind}: classify_cpu logits differ by {d}");
                 let d = worst(got_features, &want_features[i * c * h * w..][..c * h * w]);
                 assert!(d < 1e-3, "{kind}: classify_cpu features differ by {d}");
+            }
+        }
+    }
+
+    /// Split into lanes (one per thread, each image in exactly one) or not, a batch computes
+    /// the same logits and feature maps: 5 images on 1, 2 and 3 threads (lanes of 5; 2 + 3;
+    /// 1 + 2 + 2), against the images one at a time.
+    #[test]
+    fn lanes_compute_what_one_lane_computes() {
+        assert_eq!(lane_sizes(5, 3), [1, 2, 2]);
+        assert_eq!(lane_sizes(8, 2), [4, 4]);
+        assert_eq!(lane_sizes(1, 2), [1]);
+        assert_eq!(lane_sizes(3, 4), [3]);
+        assert_eq!(lane_sizes(0, 2), [0]);
+        let kind = ModelKind::EfficientNetLite0;
+        let net = EfficientNetLite::build(&weights(kind), Ops::Cpu).expect("cpu ops");
+        let size = kind.input_size() as usize;
+        let per_image = 3 * size * size;
+        let flat: Vec<f32> = (0..5 * per_image)
+            .map(|i| ((i % 1009) as f32 * 0.017).sin() * 2.0)
+            .collect();
+        let images: Vec<&[f32]> = flat.chunks_exact(per_image).collect();
+        let classify = |threads: usize, images: &[&[f32]]| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| net.classify_cpu(images, [3, size, size]))
+                .expect("classify_cpu")
+                .expect("the CPU ops")
+        };
+        let single: Vec<CpuOutput> = images.iter().map(|&x| classify(1, &[x])).collect();
+        for threads in [1, 2, 3] {
+            let out = classify(threads, &images);
+            for (i, want) in single.iter().enumerate() {
+                let worst = |a: &[f32], b: &[f32]| {
+                    assert_eq!(a.len(), b.len());
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, f32::max)
+                };
+                let d = worst(&out.logits[i], &want.logits[0]);
+                assert!(
+                    d < 1e-5,
+                    "{threads} threads, image {i}: logits differ by {d}"
+                );
+                let d = worst(&out.features[i], &want.features[0]);
+                assert!(
+                    d < 1e-5,
+                    "{threads} threads, image {i}: features differ by {d}"
+                );
             }
         }
     }
