@@ -227,21 +227,71 @@ pub fn resize_bicubic_window(
         return RgbImage::from_raw(w, h, temp).expect("buffer sized above. This is a bug.");
     };
     let mut out = vec![0u8; win_h * stride];
+    let window = VerticalWindow {
+        temp: &temp,
+        stride,
+        first_row,
+        taps: &vertical,
+        top,
+    };
+    vertical_pass_for_this_cpu()(&window, &mut out);
+    RgbImage::from_raw(w, h, out).expect("buffer sized above. This is a bug.")
+}
+
+/// The vertical pass's input: the horizontal pass's rows `first_row..` (each `stride` bytes)
+/// in `temp`, and the taps of output rows `top..`.
+struct VerticalWindow<'a> {
+    temp: &'a [u8],
+    stride: usize,
+    first_row: usize,
+    taps: &'a Taps,
+    top: usize,
+}
+
+/// The vertical pass: `out` (rows of `stride` bytes) from the window's rows.
+type VerticalPass = fn(window: &VerticalWindow<'_>, out: &mut [u8]);
+
+/// The vertical pass for this CPU: the portable loop compiled for AVX2 where the CPU has it
+/// (eight 32-bit lanes and a native 32-bit multiply, against SSE2's four and an emulated
+/// multiply: the pass took ~10 % of decoding and preprocessing an ImageNet-size JPEG).
+fn vertical_pass_for_this_cpu() -> VerticalPass {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return |window, out| unsafe { vertical_pass_avx2(window, out) };
+    }
+    vertical_pass
+}
+
+/// [`VerticalPass`] compiled for AVX2 (the same code; integer sums, so the same bytes).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_pass_avx2(window: &VerticalWindow<'_>, out: &mut [u8]) {
+    vertical_pass(window, out);
+}
+
+/// [`VerticalPass`] in portable code: each output row's accumulators over its input rows.
+#[inline(always)]
+fn vertical_pass(window: &VerticalWindow<'_>, out: &mut [u8]) {
+    let stride = window.stride;
     let mut acc = vec![0i32; stride];
-    for yy in 0..win_h {
-        let (start, weights) = vertical.of(top + yy);
+    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
+        let (start, weights) = window.taps.of(window.top + yy);
         acc.fill(HALF);
         for (i, &wt) in weights.iter().enumerate() {
-            let row = &temp[(start + i - first_row) * stride..(start + i - first_row + 1) * stride];
+            let y = start + i - window.first_row;
+            let row = &window.temp[y * stride..(y + 1) * stride];
             for (a, &p) in acc.iter_mut().zip(row) {
                 *a += i32::from(p) * wt;
             }
         }
-        for (o, &a) in out[yy * stride..(yy + 1) * stride].iter_mut().zip(&acc) {
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
             *o = clip8(a);
         }
     }
-    RgbImage::from_raw(w, h, out).expect("buffer sized above. This is a bug.")
 }
 
 #[cfg(test)]
@@ -319,6 +369,42 @@ mod tests {
                 horizontal_row(&line, &taps, left, &mut want);
                 row(&line, &taps, left, &mut got);
                 assert_eq!(got, want, "{in_w} -> {out_w}, from {left}");
+            }
+        }
+    }
+
+    /// The vertical pass this CPU runs writes the portable pass's bytes: down- and upscales,
+    /// windows from the first, a middle and the last output row, row lengths that are not a
+    /// multiple of any vector width.
+    #[test]
+    fn the_cpu_specific_vertical_pass_computes_what_the_portable_pass_computes() {
+        let pass = vertical_pass_for_this_cpu();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for (in_h, out_h, stride) in [(375, 256, 672), (564, 224, 3 * 97), (7, 3, 5), (9, 40, 33)] {
+            let temp: Vec<u8> = (0..in_h * stride)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect();
+            let taps = Taps::new(in_h, out_h);
+            for top in [0, out_h / 3, out_h - 1] {
+                let rows = out_h - top;
+                let first_row = taps.bounds[top].0;
+                let window = VerticalWindow {
+                    temp: &temp[first_row * stride..],
+                    stride,
+                    first_row,
+                    taps: &taps,
+                    top,
+                };
+                let mut want = vec![0u8; rows * stride];
+                let mut got = vec![1u8; rows * stride];
+                vertical_pass(&window, &mut want);
+                pass(&window, &mut got);
+                assert_eq!(got, want, "{in_h} -> {out_h}, from {top}");
             }
         }
     }
