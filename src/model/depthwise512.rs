@@ -3,9 +3,10 @@
 //! Each output row is computed a few pixels (`R`) at a time, and for those pixels every group of
 //! 16 channels in turn: `R` independent accumulators hide the fused multiply-add latency, and the
 //! input window of those pixels (all channels) stays in L1 while its channel groups are
-//! computed. Input is read straight from the unpadded tensor: pixel groups wholly inside the
-//! image take a path without bounds checks, the others skip the taps outside it. Bias and ReLU6
-//! are applied before the single store; a channel count that is not a multiple of 16 ends with
+//! computed. Each input vector of the window is loaded once per window row and feeds every tap
+//! that reads it (see [`row`]). Input is read straight from the unpadded tensor: columns outside
+//! the image are masked loads that read nothing, rows outside it are skipped. Bias and ReLU6 are
+//! applied before the single store; a channel count that is not a multiple of 16 ends with
 //! masked loads and stores.
 
 #![cfg(target_arch = "x86_64")]
@@ -24,13 +25,25 @@ pub struct Geometry {
     pub ow: usize,
 }
 
-/// Output row `oy` of one image, interior pixels `R` at a time. `input` is the image (`h * w * channels`), `out` the row
-/// (`ow * channels`), `weight` is `[tap][channel]`.
+/// Most input columns one group of output pixels reads: `(R - 1) * S + K` for the kernels
+/// dispatched (3x3 R 8 stride 2: 17).
+const MAX_SPAN: usize = 17;
+
+/// Output row `oy` of one image, `R` output pixels at a time. `input` is the image
+/// (`h * w * channels`), `out` the row (`ow * channels`), `weight` is `[tap][channel]`; the
+/// stride is `S` (the geometry's stride must be `S`).
+///
+/// For each input row of the window the `(R - 1) * S + K` input vectors the group reads are
+/// loaded once, walking one pointer along the row, and each feeds every tap that reads it
+/// (`acc[r] += x[r * S + kx] * w[kx]`): 13 loads for 24 multiply-adds (3x3, R = 8), where
+/// loading per tap took 27 and, with `K * R` addresses live at once, spilled the pointers to
+/// the stack (a reload per load). A column outside the image is loaded with an empty mask
+/// (which reads nothing and gives zeros), so the edge groups run the same loop.
 ///
 /// # Safety
 /// The CPU must have AVX-512F, and the slices must have the sizes above.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn row<const K: usize, const R: usize>(
+pub unsafe fn row<const K: usize, const R: usize, const S: usize>(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
@@ -39,42 +52,34 @@ pub unsafe fn row<const K: usize, const R: usize>(
     oy: usize,
     out: &mut [f32],
 ) {
+    let span = (R - 1) * S + K;
+    debug_assert!(span <= MAX_SPAN && g.stride == S);
     debug_assert!(input.len() >= g.h * g.w * g.channels);
     debug_assert!(out.len() >= g.ow * g.channels);
     let c = g.channels;
-    let s = g.stride;
-    let y0 = (oy * s) as isize - g.pad_top as isize;
+    let y0 = (oy * S) as isize - g.pad_top as isize;
     let ky_lo = (-y0).max(0) as usize;
     let ky_hi = K.min((g.h as isize - y0).max(0) as usize);
-    // Output columns whose whole window is inside the image: [ox_lo, ox_hi).
-    let ox_lo = g.pad_left.div_ceil(s);
-    let ox_hi = if g.w + g.pad_left >= K {
-        ((g.w + g.pad_left - K) / s + 1).min(g.ow)
-    } else {
-        0
-    }
-    .max(ox_lo);
-    let full_rows = ky_lo == 0 && ky_hi == K;
     let zero = _mm512_setzero_ps();
     let six = _mm512_set1_ps(6.0);
     let inp = input.as_ptr();
     let dst = out.as_mut_ptr();
-    let finish = |acc: __m512| {
-        if relu6 {
-            _mm512_min_ps(_mm512_max_ps(acc, zero), six)
-        } else {
-            acc
-        }
-    };
-    // `R` output pixels at a time (R independent accumulator chains hide the fused
-    // multiply-add latency), and for those pixels every group of 16 channels in turn: the input
-    // window of R pixels (k rows x (R*s + k) columns x all channels) stays in L1 while all its
-    // channel groups are computed. Weights are read per tap (they stay in L1 too). Groups wholly
-    // inside the image take the unchecked path; the others skip taps outside the image, and the
-    // last group stores only real pixels.
     let mut ox = 0;
     while ox < g.ow {
-        let interior = full_rows && ox >= ox_lo && ox + R <= ox_hi;
+        // Input column of the group's first tap, and which of its `span` columns lie inside
+        // the image (as a mask per column: all lanes or none).
+        let x0 = (ox * S) as isize - g.pad_left as isize;
+        let mut inside = [0u16; MAX_SPAN];
+        for (j, m) in inside.iter_mut().enumerate().take(span) {
+            let ix = x0 + j as isize;
+            *m = if ix >= 0 && (ix as usize) < g.w {
+                0xFFFF
+            } else {
+                0
+            };
+        }
+        let interior = inside[..span].iter().all(|&m| m == 0xFFFF);
+        let pixels = R.min(g.ow - ox);
         let mut c0 = 0;
         while c0 < c {
             let lanes = (c - c0).min(16);
@@ -85,42 +90,94 @@ pub unsafe fn row<const K: usize, const R: usize>(
             };
             let wt = weight.as_ptr().add(c0);
             let mut acc = [_mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0)); R];
-            if interior {
-                let base = inp.add(((y0 as usize) * g.w + ox * s - g.pad_left) * c + c0);
-                for ky in 0..K {
-                    for kx in 0..K {
-                        let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let x =
-                                _mm512_maskz_loadu_ps(mask, base.add((ky * g.w + kx + r * s) * c));
-                            *a = _mm512_fmadd_ps(x, wv, *a);
-                        }
-                    }
+            for ky in ky_lo..ky_hi {
+                let line = inp
+                    .wrapping_offset((((y0 + ky as isize) * g.w as isize) + x0) * c as isize)
+                    .wrapping_add(c0);
+                let mut x = [zero; MAX_SPAN];
+                let mut at = line;
+                for (j, xj) in x.iter_mut().enumerate().take(span) {
+                    let m = if interior { mask } else { inside[j] & mask };
+                    *xj = _mm512_maskz_loadu_ps(m, at);
+                    at = at.wrapping_add(c);
                 }
-            } else {
-                for ky in ky_lo..ky_hi {
-                    let line = inp.add(((y0 + ky as isize) as usize) * g.w * c + c0);
-                    for kx in 0..K {
-                        let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            // A tap outside the image loads nothing (an all-zero mask reads no
-                            // memory) and adds zero: no branch, so the accumulators stay in
-                            // registers.
-                            let ix = ((ox + r) * s + kx) as isize - g.pad_left as isize;
-                            let inside = ix >= 0 && (ix as usize) < g.w;
-                            let m = if inside { mask } else { 0 };
-                            let at = line.wrapping_offset(ix * c as isize);
-                            let x = _mm512_maskz_loadu_ps(m, at);
-                            *a = _mm512_fmadd_ps(x, wv, *a);
-                        }
+                for kx in 0..K {
+                    let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(x[r * S + kx], wv, *a);
                     }
                 }
             }
-            for (r, &a) in acc.iter().enumerate().take(g.ow - ox) {
-                _mm512_mask_storeu_ps(dst.add((ox + r) * c + c0), mask, finish(a));
+            for (r, &a) in acc.iter().enumerate().take(pixels) {
+                let v = if relu6 {
+                    _mm512_min_ps(_mm512_max_ps(a, zero), six)
+                } else {
+                    a
+                };
+                _mm512_mask_storeu_ps(dst.add((ox + r) * c + c0), mask, v);
             }
             c0 += 16;
         }
         ox += R;
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// GFLOP/s of one thread on Lite2's depthwise shapes (the input in L1-L3 as it comes):
+    /// `RAYON_NUM_THREADS=1 cargo test --release --lib depthwise_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn depthwise_speed() {
+        for (h, c, k, s) in [
+            (130usize, 32usize, 3usize, 1usize),
+            (130, 96, 3, 2),
+            (65, 144, 3, 1),
+            (33, 288, 5, 1),
+            (17, 720, 5, 1),
+            (17, 528, 3, 1),
+            (9, 1248, 5, 1),
+        ] {
+            let ow = h.div_ceil(s);
+            let pad = ((ow - 1) * s + k).saturating_sub(h);
+            let g = Geometry {
+                h,
+                w: h,
+                channels: c,
+                stride: s,
+                pad_top: pad / 2,
+                pad_left: pad / 2,
+                ow,
+            };
+            let input = vec![0.5f32; h * h * c];
+            let weight = vec![0.01f32; k * k * c];
+            let bias = vec![0f32; c];
+            let mut out = vec![0f32; ow * c];
+            let macs = (ow * ow * c * k * k) as f64;
+            let reps = (1e9 / macs).ceil() as usize;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                for oy in 0..ow {
+                    unsafe {
+                        match (k, s) {
+                            (3, 1) => {
+                                row::<3, 8, 1>(&g, &input, &weight, &bias, true, oy, &mut out)
+                            }
+                            (3, _) => {
+                                row::<3, 4, 2>(&g, &input, &weight, &bias, true, oy, &mut out)
+                            }
+                            (5, 1) => {
+                                row::<5, 4, 1>(&g, &input, &weight, &bias, true, oy, &mut out)
+                            }
+                            _ => row::<5, 4, 2>(&g, &input, &weight, &bias, true, oy, &mut out),
+                        }
+                    }
+                }
+            }
+            let gf = 2.0 * macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+            println!("{h}x{h}x{c} k{k} s{s}: {gf:.1} GFLOP/s");
+        }
     }
 }

@@ -479,7 +479,10 @@ impl Depthwise {
     /// Which inner loop this CPU runs.
     fn kernel_for_this_cpu(&self) -> DepthwiseKernel {
         #[cfg(target_arch = "x86_64")]
-        if self.allow_avx512 && super::pointwise512::available() && matches!(self.kernel, 3 | 5) {
+        if self.allow_avx512
+            && super::pointwise512::available()
+            && matches!((self.kernel, self.stride), (3 | 5, 1 | 2))
+        {
             return DepthwiseKernel::Avx512;
         }
         if has_fma() {
@@ -518,10 +521,13 @@ impl Depthwise {
                 // SAFETY: AVX-512F is present (`kernel_for_this_cpu`); `band.rows` and `out`
                 // have the sizes `row` needs (checked by the callers).
                 unsafe {
-                    if self.kernel == 3 {
-                        super::depthwise512::row::<3, 8>(&g, band.rows, wt, b, self.relu6, oy, out);
-                    } else {
-                        super::depthwise512::row::<5, 4>(&g, band.rows, wt, b, self.relu6, oy, out);
+                    use super::depthwise512::row;
+                    let relu6 = self.relu6;
+                    match (self.kernel, self.stride) {
+                        (3, 1) => row::<3, 8, 1>(&g, band.rows, wt, b, relu6, oy, out),
+                        (3, _) => row::<3, 4, 2>(&g, band.rows, wt, b, relu6, oy, out),
+                        (5, 1) => row::<5, 4, 1>(&g, band.rows, wt, b, relu6, oy, out),
+                        _ => row::<5, 4, 2>(&g, band.rows, wt, b, relu6, oy, out),
                     }
                 }
             }
@@ -950,8 +956,18 @@ mod tests {
     #[test]
     fn depthwise_matches_candles_grouped_convolution() {
         let dev = Device::Cpu;
-        // Odd sizes and a channel count that is not a multiple of the lane width.
-        for (c, size, k, stride) in [(19, 9, 3, 1), (40, 10, 5, 2), (16, 7, 3, 2), (33, 8, 5, 1)] {
+        // Odd sizes and a channel count that is not a multiple of the lane width; the wider
+        // images have pixel groups wholly inside the image as well as edge groups.
+        for (c, size, k, stride) in [
+            (19, 9, 3, 1),
+            (40, 10, 5, 2),
+            (16, 7, 3, 2),
+            (33, 8, 5, 1),
+            (24, 23, 3, 1),
+            (20, 21, 5, 1),
+            (17, 26, 3, 2),
+            (48, 19, 5, 2),
+        ] {
             let x = Tensor::randn(0f32, 1.0, (2, c, size, size), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
