@@ -337,6 +337,18 @@ mod tests {
         }
     }
 
+    /// `len` pseudo-random bytes (xorshift64 from `seed`).
+    fn random_bytes(len: usize, seed: &mut u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                (*seed >> 24) as u8
+            })
+            .collect()
+    }
+
     /// Every row function this CPU can run writes the scalar row's bytes: down- and upscales,
     /// every window start, odd widths, and lines whose last taps end the line (the SIMD row's
     /// 4-byte loads must fall back there).
@@ -353,14 +365,7 @@ mod tests {
             (2, 1),
             (640, 297),
         ] {
-            let line: Vec<u8> = (0..in_w * 3)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed >> 24) as u8
-                })
-                .collect();
+            let line = random_bytes(in_w * 3, &mut seed);
             let taps = Taps::new(in_w, out_w);
             for left in [0, out_w / 3, out_w - 1] {
                 let width = out_w - left;
@@ -381,14 +386,7 @@ mod tests {
         let pass = vertical_pass_for_this_cpu();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for (in_h, out_h, stride) in [(375, 256, 672), (564, 224, 3 * 97), (7, 3, 5), (9, 40, 33)] {
-            let temp: Vec<u8> = (0..in_h * stride)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed >> 24) as u8
-                })
-                .collect();
+            let temp = random_bytes(in_h * stride, &mut seed);
             let taps = Taps::new(in_h, out_h);
             for top in [0, out_h / 3, out_h - 1] {
                 let rows = out_h - top;

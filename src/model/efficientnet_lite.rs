@@ -938,6 +938,15 @@ mod tests {
         Tensor::from_vec(data, (2, 3, size, size), &Device::Cpu).expect("input")
     }
 
+    /// The largest absolute difference between two equally long slices.
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
@@ -992,13 +1001,6 @@ mod tests {
             let want_features = want_features.expect("features");
             for (i, (got_logits, got_features)) in out.logits.iter().zip(&out.features).enumerate()
             {
-                let worst = |a: &[f32], b: &[f32]| {
-                    assert_eq!(a.len(), b.len());
-                    a.iter()
-                        .zip(b)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0f32, f32::max)
-                };
                 let d = worst(got_logits, &want_logits[i]);
                 assert!(d < 1e-3, "{kind}: classify_cpu logits differ by {d}");
                 let d = worst(got_features, &want_features[i * c * h * w..][..c * h * w]);
@@ -1038,13 +1040,6 @@ mod tests {
         for threads in [1, 2, 3] {
             let out = classify(threads, &images);
             for (i, want) in single.iter().enumerate() {
-                let worst = |a: &[f32], b: &[f32]| {
-                    assert_eq!(a.len(), b.len());
-                    a.iter()
-                        .zip(b)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0f32, f32::max)
-                };
                 let d = worst(&out.logits[i], &want.logits[0]);
                 assert!(
                     d < 1e-5,

@@ -481,7 +481,7 @@ impl Depthwise {
         #[cfg(target_arch = "x86_64")]
         if self.allow_avx512
             && super::pointwise512::available()
-            && matches!((self.kernel, self.stride), (3 | 5, 1 | 2))
+            && super::depthwise512::supports(self.kernel, self.stride)
         {
             return DepthwiseKernel::Avx512;
         }
@@ -518,17 +518,20 @@ impl Depthwise {
                     ow,
                 };
                 let (wt, b) = (&self.weight, &self.bias);
-                // SAFETY: AVX-512F is present (`kernel_for_this_cpu`); `band.rows` and `out`
-                // have the sizes `row` needs (checked by the callers).
+                // SAFETY: AVX-512F is present and the shape is supported
+                // (`kernel_for_this_cpu`); `band.rows` and `out` have the sizes `row` needs
+                // (checked by the callers).
                 unsafe {
-                    use super::depthwise512::row;
-                    let relu6 = self.relu6;
-                    match (self.kernel, self.stride) {
-                        (3, 1) => row::<3, 8, 1>(&g, band.rows, wt, b, relu6, oy, out),
-                        (3, _) => row::<3, 4, 2>(&g, band.rows, wt, b, relu6, oy, out),
-                        (5, 1) => row::<5, 4, 1>(&g, band.rows, wt, b, relu6, oy, out),
-                        _ => row::<5, 4, 2>(&g, band.rows, wt, b, relu6, oy, out),
-                    }
+                    super::depthwise512::row_for(
+                        self.kernel,
+                        &g,
+                        band.rows,
+                        wt,
+                        b,
+                        self.relu6,
+                        oy,
+                        out,
+                    );
                 }
             }
             DepthwiseKernel::Fma | DepthwiseKernel::Portable => {
