@@ -5,6 +5,7 @@ mod decode;
 mod preprocess;
 mod properties;
 mod resize;
+mod resize512;
 
 pub use decode::{
     decode_for_model, decode_rgb, decode_rgb_covering, read_header, sniff_format, DecodeError,

@@ -9,8 +9,11 @@
 
 use image::RgbImage;
 
+#[cfg(target_arch = "x86_64")]
+use super::resize512;
+
 /// Fixed-point precision of the 8-bit path (`32 - 8 - 2` in Pillow).
-const PRECISION_BITS: u32 = 22;
+pub(super) const PRECISION_BITS: u32 = 22;
 
 /// Pillow's bicubic kernel (a = -0.5), support 2.
 fn bicubic(x: f64) -> f64 {
@@ -26,12 +29,13 @@ fn bicubic(x: f64) -> f64 {
 }
 
 /// Per-output-pixel filter taps: the first input index and its fixed-point weights.
-struct Taps {
+pub(super) struct Taps {
     /// `(first input index, number of taps)` per output pixel.
-    bounds: Vec<(usize, usize)>,
+    pub(super) bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output pixel, 22-bit fixed point.
     weights: Vec<i32>,
-    ksize: usize,
+    /// Most taps of any output pixel.
+    pub(super) ksize: usize,
 }
 
 impl Taps {
@@ -76,7 +80,7 @@ impl Taps {
         }
     }
 
-    fn of(&self, out: usize) -> (usize, &[i32]) {
+    pub(super) fn of(&self, out: usize) -> (usize, &[i32]) {
         let (start, count) = self.bounds[out];
         (
             start,
@@ -91,24 +95,35 @@ fn clip8(acc: i32) -> u8 {
 }
 
 /// The rounding offset every accumulator starts from (one half in fixed point).
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
+pub(super) const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-/// One row of the horizontal pass: `out_line` (3 bytes a pixel) gets output pixels `left..` of
-/// the RGB `line` filtered by `taps`.
-type HorizontalRow = fn(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]);
+/// One row of one resize's horizontal pass: `out_line` (3 bytes a pixel) from the RGB `line`.
+type HorizontalRow<'a> = Box<dyn Fn(&[u8], &mut [u8]) + 'a>;
 
-/// The horizontal pass's row for this CPU: with SSE4.1 the three channels of a pixel are one
-/// vector of 32-bit lanes (see [`horizontal_row_sse41`]); elsewhere [`horizontal_row`].
-fn horizontal_row_for_this_cpu() -> HorizontalRow {
+/// The horizontal pass's row for output pixels `left..left + width` of `taps`, for this CPU:
+/// with AVX-512 VBMI up to sixteen output pixels of a channel are one vector (see
+/// [`resize512`]); with SSE4.1 the three channels of a pixel are one vector (see
+/// [`horizontal_row_sse41`]); elsewhere [`horizontal_row`].
+fn horizontal_row_for_this_cpu(taps: &Taps, left: usize, width: usize) -> HorizontalRow<'_> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.1") {
-        // SAFETY: the CPU has SSE4.1, checked just above.
-        return |line, taps, left, out| unsafe { horizontal_row_sse41(line, taps, left, out) };
+    {
+        if resize512::available() {
+            if let Some(groups) = resize512::Groups::new(taps, left, width) {
+                // SAFETY: the CPU has AVX-512 F, BW and VBMI, checked just above.
+                return Box::new(move |line, out| unsafe { groups.row(line, out) });
+            }
+        }
+        if std::arch::is_x86_feature_detected!("sse4.1") {
+            // SAFETY: the CPU has SSE4.1, checked just above.
+            return Box::new(move |line, out| unsafe {
+                horizontal_row_sse41(line, taps, left, out)
+            });
+        }
     }
-    horizontal_row
+    Box::new(move |line, out| horizontal_row(line, taps, left, out))
 }
 
-/// [`HorizontalRow`] in portable scalar code: three accumulators a pixel.
+/// One row of the horizontal pass in portable scalar code (output pixels `left..` of `taps`): three accumulators a pixel.
 fn horizontal_row(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
     for (x, px) in out_line.chunks_exact_mut(3).enumerate() {
         let (start, weights) = taps.of(left + x);
@@ -126,7 +141,7 @@ fn horizontal_row(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
     }
 }
 
-/// [`HorizontalRow`] with SSE4.1: a tap is one 4-byte load (the pixel's R, G, B and the next
+/// [`horizontal_row`] with SSE4.1: a tap is one 4-byte load (the pixel's R, G, B and the next
 /// pixel's R, whose lane is computed and dropped) widened to four i32 lanes, one 32-bit multiply
 /// by the weight and one add, instead of three scalar multiply-adds. Integer sums do not depend
 /// on their order, so the bytes are Pillow's exactly; the shift and the two saturating packs are
@@ -211,10 +226,10 @@ pub fn resize_bicubic_window(
     let mut temp = vec![0u8; rows * stride];
     if out_w != in_w {
         let taps = Taps::new(in_w, out_w);
-        let row = horizontal_row_for_this_cpu();
+        let row = horizontal_row_for_this_cpu(&taps, left, win_w);
         for y in 0..rows {
             let line = &src_raw[(y + first_row) * in_w * 3..(y + first_row + 1) * in_w * 3];
-            row(line, &taps, left, &mut temp[y * stride..(y + 1) * stride]);
+            row(line, &mut temp[y * stride..(y + 1) * stride]);
         }
     } else {
         for y in 0..rows {
@@ -349,33 +364,81 @@ mod tests {
             .collect()
     }
 
-    /// Every row function this CPU can run writes the scalar row's bytes: down- and upscales,
-    /// every window start, odd widths, and lines whose last taps end the line (the SIMD row's
-    /// 4-byte loads must fall back there).
-    #[test]
-    fn the_cpu_specific_row_computes_what_the_scalar_row_computes() {
-        let row = horizontal_row_for_this_cpu();
+    /// Down- and upscales (1.5x like an ImageNet-size photo, 3.4x and 9x that need smaller
+    /// groups or none in the AVX-512 row), odd widths, and lines whose last taps end the line.
+    const ROW_CASES: [(usize, usize); 10] = [
+        (564, 256),
+        (375, 224),
+        (1000, 297),
+        (640, 150),
+        (2000, 224),
+        (7, 3),
+        (9, 40),
+        (1, 5),
+        (2, 1),
+        (640, 297),
+    ];
+
+    /// Each case of [`ROW_CASES`] from every window start kind: `row(line, taps, left, width)`
+    /// against the scalar row's bytes.
+    fn check_rows(row: impl Fn(&[u8], &Taps, usize, usize, &mut [u8])) {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for (in_w, out_w) in [
-            (564, 256),
-            (375, 224),
-            (7, 3),
-            (9, 40),
-            (1, 5),
-            (2, 1),
-            (640, 297),
-        ] {
+        for (in_w, out_w) in ROW_CASES {
             let line = random_bytes(in_w * 3, &mut seed);
             let taps = Taps::new(in_w, out_w);
             for left in [0, out_w / 3, out_w - 1] {
-                let width = out_w - left;
-                let mut want = vec![0u8; width * 3];
-                let mut got = vec![1u8; width * 3];
-                horizontal_row(&line, &taps, left, &mut want);
-                row(&line, &taps, left, &mut got);
-                assert_eq!(got, want, "{in_w} -> {out_w}, from {left}");
+                for width in [out_w - left, (out_w - left).min(17)] {
+                    let mut want = vec![0u8; width * 3];
+                    let mut got = vec![1u8; width * 3];
+                    horizontal_row(&line, &taps, left, &mut want);
+                    row(&line, &taps, left, width, &mut got);
+                    assert_eq!(got, want, "{in_w} -> {out_w}, {width} from {left}");
+                }
             }
         }
+    }
+
+    /// The row this CPU runs writes the scalar row's bytes.
+    #[test]
+    fn the_cpu_specific_row_computes_what_the_scalar_row_computes() {
+        check_rows(|line, taps, left, width, out| {
+            horizontal_row_for_this_cpu(taps, left, width)(line, out)
+        });
+    }
+
+    /// The SSE4.1 row (which an AVX-512 CPU only runs for downscales past ~5x) on its own.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_sse41_row_computes_what_the_scalar_row_computes() {
+        if !std::arch::is_x86_feature_detected!("sse4.1") {
+            eprintln!("skipped: this CPU has no SSE4.1");
+            return;
+        }
+        // SAFETY: the CPU has SSE4.1, checked just above.
+        check_rows(|line, taps, left, _, out| unsafe {
+            horizontal_row_sse41(line, taps, left, out)
+        });
+    }
+
+    /// The AVX-512 VBMI row on its own, in each group size it picks; the scales it cannot
+    /// take are the ones expected.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_row_computes_what_the_scalar_row_computes() {
+        let taps = Taps::new(564, 385);
+        assert!(resize512::Groups::new(&taps, 80, 224).is_some());
+        assert!(resize512::Groups::new(&Taps::new(2000, 224), 0, 224).is_none());
+        if !resize512::available() {
+            eprintln!("skipped: this CPU has no AVX-512 VBMI");
+            return;
+        }
+        check_rows(|line, taps, left, width, out| {
+            match resize512::Groups::new(taps, left, width) {
+                // SAFETY: the CPU has AVX-512 F, BW and VBMI, checked above.
+                Some(groups) => unsafe { groups.row(line, out) },
+                None => horizontal_row(line, taps, left, out),
+            }
+        });
     }
 
     /// The vertical pass this CPU runs writes the portable pass's bytes: down- and upscales,
