@@ -97,8 +97,9 @@ fn clip8(acc: i32) -> u8 {
 /// The rounding offset every accumulator starts from (one half in fixed point).
 pub(super) const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-/// One row of one resize's horizontal pass: `out_line` (3 bytes a pixel) from the RGB `line`.
-type HorizontalRow<'a> = Box<dyn Fn(&[u8], &mut [u8]) + 'a>;
+/// One row of one resize's horizontal pass: the red, green and blue rows of the output (its
+/// three planes) from the RGB `line`.
+type HorizontalRow<'a> = Box<dyn Fn(&[u8], [&mut [u8]; 3]) + 'a>;
 
 /// The horizontal pass's row for output pixels `left..left + width` of `taps`, for this CPU:
 /// with AVX-512 VBMI up to sixteen output pixels of a channel are one vector (see
@@ -123,9 +124,11 @@ fn horizontal_row_for_this_cpu(taps: &Taps, left: usize, width: usize) -> Horizo
     Box::new(move |line, out| horizontal_row(line, taps, left, out))
 }
 
-/// One row of the horizontal pass in portable scalar code (output pixels `left..` of `taps`): three accumulators a pixel.
-fn horizontal_row(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
-    for (x, px) in out_line.chunks_exact_mut(3).enumerate() {
+/// One row of the horizontal pass in portable scalar code, output pixels `left..` of `taps`
+/// into the three planes' rows: three accumulators a pixel.
+fn horizontal_row(line: &[u8], taps: &Taps, left: usize, [red, green, blue]: [&mut [u8]; 3]) {
+    let pixels = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
+    for (x, ((r_out, g_out), b_out)) in pixels.enumerate() {
         let (start, weights) = taps.of(left + x);
         // The taps' pixels as one slice: the loop below then has no bounds checks.
         let window = &line[start * 3..(start + weights.len()) * 3];
@@ -135,9 +138,9 @@ fn horizontal_row(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
             g += i32::from(p[1]) * wt;
             b += i32::from(p[2]) * wt;
         }
-        px[0] = clip8(r);
-        px[1] = clip8(g);
-        px[2] = clip8(b);
+        *r_out = clip8(r);
+        *g_out = clip8(g);
+        *b_out = clip8(b);
     }
 }
 
@@ -152,15 +155,25 @@ fn horizontal_row(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
 /// The CPU must have SSE4.1.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.1")]
-unsafe fn horizontal_row_sse41(line: &[u8], taps: &Taps, left: usize, out_line: &mut [u8]) {
+unsafe fn horizontal_row_sse41(
+    line: &[u8],
+    taps: &Taps,
+    left: usize,
+    [red, green, blue]: [&mut [u8]; 3],
+) {
     use std::arch::x86_64::{
         _mm_add_epi32, _mm_cvtepu8_epi32, _mm_cvtsi128_si32, _mm_cvtsi32_si128, _mm_mullo_epi32,
         _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi32, _mm_srai_epi32,
     };
-    for (x, px) in out_line.chunks_exact_mut(3).enumerate() {
+    for x in 0..red.len().min(green.len()).min(blue.len()) {
         let (start, weights) = taps.of(left + x);
         if (start + weights.len()) * 3 + 1 > line.len() {
-            horizontal_row(line, taps, left + x, px);
+            horizontal_row(
+                line,
+                taps,
+                left + x,
+                [&mut red[x..=x], &mut green[x..=x], &mut blue[x..=x]],
+            );
             continue;
         }
         let base = line[start * 3..].as_ptr();
@@ -174,8 +187,7 @@ unsafe fn horizontal_row_sse41(line: &[u8], taps: &Taps, left: usize, out_line: 
         }
         let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
         let v = _mm_packus_epi16(_mm_packs_epi32(v, v), _mm_packs_epi32(v, v));
-        let [r, g, b, _] = _mm_cvtsi128_si32(v).to_le_bytes();
-        px.copy_from_slice(&[r, g, b]);
+        [red[x], green[x], blue[x], _] = _mm_cvtsi128_si32(v).to_le_bytes();
     }
 }
 
@@ -187,20 +199,45 @@ pub fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> RgbImage {
     resize_bicubic_window(src, width, height, (0, 0, width, height))
 }
 
-/// The `(left, top, w, h)` window of [`resize_bicubic`]`(src, width, height)`, computing only
-/// that window's pixels: each output pixel depends on its own taps alone, so the window is
-/// identical to cropping the full resize, for the cost of the window (a centre crop of 224 out
-/// of a 385 x 256 resize is 58 % of it).
+/// The `(left, top, w, h)` window of [`resize_bicubic`]`(src, width, height)`: see
+/// [`resize_window_planes`], interleaved back into an RGB image.
 ///
 /// # Panics
-/// If the resize is empty or the window does not fit in it (callers compute both from a
-/// validated, non-empty image).
+/// As [`resize_window_planes`].
 pub fn resize_bicubic_window(
     src: &RgbImage,
     width: u32,
     height: u32,
-    (left, top, w, h): (u32, u32, u32, u32),
+    window: (u32, u32, u32, u32),
 ) -> RgbImage {
+    let planes = resize_window_planes(src, width, height, window);
+    let n = planes.len() / 3;
+    let (red, rest) = planes.split_at(n);
+    let (green, blue) = rest.split_at(n);
+    let rgb = red
+        .iter()
+        .zip(green)
+        .zip(blue)
+        .flat_map(|((&r, &g), &b)| [r, g, b])
+        .collect();
+    RgbImage::from_raw(window.2, window.3, rgb).expect("buffer sized above. This is a bug.")
+}
+
+/// The `(left, top, w, h)` window of [`resize_bicubic`]`(src, width, height)`, channel-major:
+/// the red, green and blue planes of `w × h` bytes each, the layout the model's input takes.
+/// Only the window's pixels are computed: each output pixel depends on its own taps alone, so
+/// the window is identical to cropping the full resize, for the cost of the window (a centre
+/// crop of 224 out of a 385 x 256 resize is 58 % of it).
+///
+/// # Panics
+/// If the resize is empty or the window does not fit in it (callers compute both from a
+/// validated, non-empty image).
+pub(super) fn resize_window_planes(
+    src: &RgbImage,
+    width: u32,
+    height: u32,
+    (left, top, w, h): (u32, u32, u32, u32),
+) -> Vec<u8> {
     assert!(
         width > 0 && height > 0 && w > 0 && h > 0 && left + w <= width && top + h <= height,
         "resize window out of range. This is a bug."
@@ -221,36 +258,48 @@ pub fn resize_bicubic_window(
             (first, start + count)
         }
     };
-    let rows = last_row - first_row;
-    let stride = win_w * 3;
-    let mut temp = vec![0u8; rows * stride];
+    let plane = (last_row - first_row) * win_w;
+    let mut temp = vec![0u8; 3 * plane];
+    let (red, rest) = temp.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    let rows = red
+        .chunks_exact_mut(win_w)
+        .zip(green.chunks_exact_mut(win_w))
+        .zip(blue.chunks_exact_mut(win_w));
+    let lines = src_raw.chunks_exact(in_w * 3).skip(first_row);
     if out_w != in_w {
         let taps = Taps::new(in_w, out_w);
         let row = horizontal_row_for_this_cpu(&taps, left, win_w);
-        for y in 0..rows {
-            let line = &src_raw[(y + first_row) * in_w * 3..(y + first_row + 1) * in_w * 3];
-            row(line, &mut temp[y * stride..(y + 1) * stride]);
+        for (((r, g), b), line) in rows.zip(lines) {
+            row(line, [r, g, b]);
         }
     } else {
-        for y in 0..rows {
-            let from = ((y + first_row) * in_w + left) * 3;
-            temp[y * stride..(y + 1) * stride].copy_from_slice(&src_raw[from..from + stride]);
+        for (((r, g), b), line) in rows.zip(lines) {
+            for (x, p) in line[left * 3..].chunks_exact(3).take(win_w).enumerate() {
+                [r[x], g[x], b[x]] = [p[0], p[1], p[2]];
+            }
         }
     }
 
     let Some(vertical) = vertical else {
-        return RgbImage::from_raw(w, h, temp).expect("buffer sized above. This is a bug.");
+        return temp;
     };
-    let mut out = vec![0u8; win_h * stride];
-    let window = VerticalWindow {
-        temp: &temp,
-        stride,
-        first_row,
-        taps: &vertical,
-        top,
-    };
-    vertical_pass_for_this_cpu()(&window, &mut out);
-    RgbImage::from_raw(w, h, out).expect("buffer sized above. This is a bug.")
+    let mut out = vec![0u8; 3 * win_h * win_w];
+    let pass = vertical_pass_for_this_cpu();
+    for (temp, out) in temp
+        .chunks_exact(plane)
+        .zip(out.chunks_exact_mut(win_h * win_w))
+    {
+        let window = VerticalWindow {
+            temp,
+            stride: win_w,
+            first_row,
+            taps: &vertical,
+            top,
+        };
+        pass(&window, out);
+    }
+    out
 }
 
 /// The vertical pass's input: the horizontal pass's rows `first_row..` (each `stride` bytes)
@@ -379,9 +428,9 @@ mod tests {
         (640, 297),
     ];
 
-    /// Each case of [`ROW_CASES`] from every window start kind: `row(line, taps, left, width)`
-    /// against the scalar row's bytes.
-    fn check_rows(row: impl Fn(&[u8], &Taps, usize, usize, &mut [u8])) {
+    /// Each case of [`ROW_CASES`] from every window start kind: `row(line, taps, left, width,
+    /// planes)` against the scalar row's bytes.
+    fn check_rows(row: impl Fn(&[u8], &Taps, usize, usize, [&mut [u8]; 3])) {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for (in_w, out_w) in ROW_CASES {
             let line = random_bytes(in_w * 3, &mut seed);
@@ -390,12 +439,19 @@ mod tests {
                 for width in [out_w - left, (out_w - left).min(17)] {
                     let mut want = vec![0u8; width * 3];
                     let mut got = vec![1u8; width * 3];
-                    horizontal_row(&line, &taps, left, &mut want);
-                    row(&line, &taps, left, width, &mut got);
+                    horizontal_row(&line, &taps, left, planes(&mut want, width));
+                    row(&line, &taps, left, width, planes(&mut got, width));
                     assert_eq!(got, want, "{in_w} -> {out_w}, {width} from {left}");
                 }
             }
         }
+    }
+
+    /// `buffer` as three planes of `width` bytes.
+    fn planes(buffer: &mut [u8], width: usize) -> [&mut [u8]; 3] {
+        let (red, rest) = buffer.split_at_mut(width);
+        let (green, blue) = rest.split_at_mut(width);
+        [red, green, blue]
     }
 
     /// The row this CPU runs writes the scalar row's bytes.

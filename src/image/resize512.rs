@@ -96,30 +96,19 @@ impl Groups {
         Some(tables)
     }
 
-    /// One row: `out` (3 bytes a pixel, `width` pixels) from the RGB `line` the taps were made
-    /// for.
+    /// One row: the red, green and blue rows of the output (`width` bytes each) from the RGB
+    /// `line` the taps were made for.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VBMI.
     ///
     /// # Panics
-    /// If `out` is not `width` pixels long or `line` is shorter than the taps read.
+    /// If an output row is not `width` bytes long (or the line is empty).
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(super) unsafe fn row(&self, line: &[u8], out: &mut [u8]) {
-        assert_eq!(
-            out.len(),
-            3 * self.width,
-            "resize row length. This is a bug."
-        );
-        // Output byte 3i + c is byte 16c + i of the three channels' 16 bytes.
-        let interleave: [u8; 64] = std::array::from_fn(|b| {
-            if b < 48 {
-                (16 * (b % 3) + b / 3) as u8
-            } else {
-                0
-            }
-        });
-        let interleave = _mm512_loadu_si512(interleave.as_ptr().cast());
+    pub(super) unsafe fn row(&self, line: &[u8], mut out: [&mut [u8]; 3]) {
+        for plane in &out {
+            assert_eq!(plane.len(), self.width, "resize row length. This is a bug.");
+        }
         let even_bytes = 0x5555_5555_5555_5555u64;
         let channel = [0i16, 1, 2].map(|c| _mm512_set1_epi16(c));
         let mut at = 0;
@@ -147,24 +136,20 @@ impl Groups {
                     sum_lo[c] = _mm512_add_epi32(sum_lo[c], _mm512_madd_epi16(pixels, lo));
                 }
             }
-            let bytes = [0, 1, 2].map(|c| {
+            for (c, plane) in out.iter_mut().enumerate() {
                 let sum = _mm512_add_epi32(_mm512_slli_epi32::<LO_BITS>(sum_hi[c]), sum_lo[c]);
                 let shifted = _mm512_srai_epi32::<PRECISION_BITS>(sum);
                 // clip8: negative to 0 here, above 255 by the unsigned saturating narrow.
-                _mm512_cvtusepi32_epi8(_mm512_max_epi32(shifted, _mm512_setzero_si512()))
-            });
-            let planar = _mm512_inserti32x4::<2>(
-                _mm512_inserti32x4::<1>(_mm512_castsi128_si512(bytes[0]), bytes[1]),
-                bytes[2],
-            );
-            let rgb = _mm512_permutexvar_epi8(interleave, planar);
-            // SAFETY: at + 3 * outputs <= out.len() (the groups cover `width` pixels, asserted).
-            _mm512_mask_storeu_epi8(
-                out.as_mut_ptr().add(at).cast(),
-                first_bytes(3 * outputs),
-                rgb,
-            );
-            at += 3 * outputs;
+                let bytes =
+                    _mm512_cvtusepi32_epi8(_mm512_max_epi32(shifted, _mm512_setzero_si512()));
+                // SAFETY: at + outputs <= width = plane.len() (the groups cover `width` pixels).
+                _mm512_mask_storeu_epi8(
+                    plane.as_mut_ptr().add(at).cast(),
+                    first_bytes(outputs),
+                    _mm512_castsi128_si512(bytes),
+                );
+            }
+            at += outputs;
         }
     }
 }
