@@ -395,11 +395,16 @@ fn decode_jpeg_full(bytes: &[u8], header: &ImageHeader) -> Option<Decoded> {
     let mut pixels = vec![0u8; decoder.output_buffer_size()?];
     decoder.decode_into(&mut pixels).ok()?;
     let rgb = match colour {
-        ColorSpace::Luma => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        ColorSpace::Luma => grey_to_rgb(&pixels),
         _ => pixels,
     };
     let image = RgbImage::from_raw(width, height, rgb)?;
     Some(upright(image, decoder.exif().map(Vec::as_slice), header))
+}
+
+/// Greyscale samples as RGB pixels (each grey level three times), the shape the rest expects.
+fn grey_to_rgb(grey: &[u8]) -> Vec<u8> {
+    grey.iter().flat_map(|&v| [v, v, v]).collect()
 }
 
 /// `image` turned upright by the EXIF orientation in `exif` (none: as stored), with the
@@ -444,11 +449,7 @@ fn decode_jpeg_scaled(bytes: &[u8], header: &ImageHeader, short_side: u32) -> Op
     }
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(width, height, pixels)?,
-        jpeg_decoder::PixelFormat::L8 => RgbImage::from_raw(
-            width,
-            height,
-            pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        )?,
+        jpeg_decoder::PixelFormat::L8 => RgbImage::from_raw(width, height, grey_to_rgb(&pixels))?,
         jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => return None,
     };
     Some(upright(rgb, decoder.exif_data(), header))

@@ -43,3 +43,20 @@ pub fn decode_and_prepare(
     let properties = properties.map(|names| image_properties(&decoded.image, width, height, names));
     Ok(Prepared { input, properties })
 }
+
+/// Pixels for the image tests.
+#[cfg(test)]
+pub(crate) mod test_pixels {
+    /// `len` pseudo-random bytes (xorshift64 from `seed`): noise that exercises every tap of a
+    /// resize, reproducibly.
+    pub(crate) fn random_bytes(len: usize, seed: &mut u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                (*seed >> 24) as u8
+            })
+            .collect()
+    }
+}

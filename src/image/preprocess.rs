@@ -142,6 +142,7 @@ pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_pixels::random_bytes;
 
     #[test]
     fn shorter_side_goes_to_size_over_0_875() {
@@ -169,13 +170,8 @@ mod tests {
     fn prepare_equals_normalising_the_crop() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for (w, h) in [(564, 375), (375, 500), (100, 60), (256, 300), (224, 224)] {
-            let img = RgbImage::from_fn(w, h, |_, _| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let [r, g, b, ..] = seed.to_le_bytes();
-                image::Rgb([r, g, b])
-            });
+            let pixels = random_bytes(3 * w as usize * h as usize, &mut seed);
+            let img = RgbImage::from_raw(w, h, pixels).expect("3 bytes a pixel");
             let (crop, geometry) = resize_and_crop(&img, 224);
             let input = prepare(&img, 224);
             assert_eq!(input.geometry, geometry, "{w}x{h}");

@@ -361,6 +361,7 @@ fn vertical_pass(window: &VerticalWindow<'_>, out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_pixels::random_bytes;
 
     #[test]
     fn a_flat_image_stays_flat() {
@@ -399,18 +400,6 @@ mod tests {
                 "{w}x{h} {window:?}"
             );
         }
-    }
-
-    /// `len` pseudo-random bytes (xorshift64 from `seed`).
-    fn random_bytes(len: usize, seed: &mut u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                (*seed >> 24) as u8
-            })
-            .collect()
     }
 
     /// Down- and upscales (1.5x like an ImageNet-size photo, 3.4x and 9x that need smaller
