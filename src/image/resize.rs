@@ -7,6 +7,10 @@
 //! 8-bit intermediate, then a vertical pass, with coefficients normalised to 22-bit fixed point.
 //! A pass is skipped when its axis keeps its size, exactly as Pillow does.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
 use image::RgbImage;
 
 #[cfg(target_arch = "x86_64")]
@@ -30,6 +34,8 @@ fn bicubic(x: f64) -> f64 {
 
 /// Per-output-pixel filter taps: the first input index and its fixed-point weights.
 pub(super) struct Taps {
+    /// The axis these taps resize: `(input size, output size)`.
+    sizes: (usize, usize),
     /// `(first input index, number of taps)` per output pixel.
     pub(super) bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output pixel, 22-bit fixed point.
@@ -74,10 +80,34 @@ impl Taps {
             bounds.push((xmin, count));
         }
         Taps {
+            sizes: (in_size, out_size),
             bounds,
             weights,
             ksize,
         }
+    }
+
+    /// [`Taps::new`] from this thread's cache of the last few axes: a service sees the same
+    /// photo sizes again and again, and the kernel's f64 evaluations were ~2 % of decoding and
+    /// preprocessing an ImageNet-size JPEG.
+    fn cached(in_size: usize, out_size: usize) -> Rc<Taps> {
+        /// Axes kept per thread (two per resize).
+        const KEPT: usize = 8;
+        thread_local! {
+            static RECENT: RefCell<VecDeque<Rc<Taps>>> = const { RefCell::new(VecDeque::new()) };
+        }
+        RECENT.with_borrow_mut(|recent| {
+            let found = recent
+                .iter()
+                .position(|taps| taps.sizes == (in_size, out_size));
+            let taps = match found.and_then(|i| recent.remove(i)) {
+                Some(taps) => taps,
+                None => Rc::new(Taps::new(in_size, out_size)),
+            };
+            recent.truncate(KEPT - 1);
+            recent.push_front(Rc::clone(&taps));
+            taps
+        })
     }
 
     pub(super) fn of(&self, out: usize) -> (usize, &[i32]) {
@@ -210,7 +240,7 @@ pub fn resize_bicubic_window(
     height: u32,
     window: (u32, u32, u32, u32),
 ) -> RgbImage {
-    let planes = resize_window_planes(src, width, height, window);
+    let planes = resize_window_planes(src, width, height, window, |level| level);
     let n = planes.len() / 3;
     let (red, rest) = planes.split_at(n);
     let (green, blue) = rest.split_at(n);
@@ -224,20 +254,22 @@ pub fn resize_bicubic_window(
 }
 
 /// The `(left, top, w, h)` window of [`resize_bicubic`]`(src, width, height)`, channel-major:
-/// the red, green and blue planes of `w × h` bytes each, the layout the model's input takes.
-/// Only the window's pixels are computed: each output pixel depends on its own taps alone, so
-/// the window is identical to cropping the full resize, for the cost of the window (a centre
-/// crop of 224 out of a 385 x 256 resize is 58 % of it).
+/// the red, green and blue planes of `w × h` samples each, the layout the model's input takes,
+/// each pixel's 8-bit level turned into a sample by `sample` as it is written (the model's
+/// normalisation, or none). Only the window's pixels are computed: each output pixel depends
+/// on its own taps alone, so the window is identical to cropping the full resize, for the cost
+/// of the window (a centre crop of 224 out of a 385 x 256 resize is 58 % of it).
 ///
 /// # Panics
 /// If the resize is empty or the window does not fit in it (callers compute both from a
 /// validated, non-empty image).
-pub(super) fn resize_window_planes(
+pub(super) fn resize_window_planes<T: Copy>(
     src: &RgbImage,
     width: u32,
     height: u32,
     (left, top, w, h): (u32, u32, u32, u32),
-) -> Vec<u8> {
+    sample: impl Fn(u8) -> T + Copy,
+) -> Vec<T> {
     assert!(
         width > 0 && height > 0 && w > 0 && h > 0 && left + w <= width && top + h <= height,
         "resize window out of range. This is a bug."
@@ -249,7 +281,7 @@ pub(super) fn resize_window_planes(
 
     // Horizontal pass over the input rows the vertical pass will read (Pillow's ybox), for the
     // window's columns only. Skipped, as in Pillow, when the width does not change.
-    let vertical = (out_h != in_h).then(|| Taps::new(in_h, out_h));
+    let vertical = (out_h != in_h).then(|| Taps::cached(in_h, out_h));
     let (first_row, last_row) = match &vertical {
         None => (top, top + win_h),
         Some(taps) => {
@@ -268,7 +300,7 @@ pub(super) fn resize_window_planes(
         .zip(blue.chunks_exact_mut(win_w));
     let lines = src_raw.chunks_exact(in_w * 3).skip(first_row);
     if out_w != in_w {
-        let taps = Taps::new(in_w, out_w);
+        let taps = Taps::cached(in_w, out_w);
         let row = horizontal_row_for_this_cpu(&taps, left, win_w);
         for (((r, g), b), line) in rows.zip(lines) {
             row(line, [r, g, b]);
@@ -282,79 +314,120 @@ pub(super) fn resize_window_planes(
     }
 
     let Some(vertical) = vertical else {
-        return temp;
+        return temp.iter().map(|&level| sample(level)).collect();
     };
-    let mut out = vec![0u8; 3 * win_h * win_w];
-    let pass = vertical_pass_for_this_cpu();
-    for (temp, out) in temp
-        .chunks_exact(plane)
-        .zip(out.chunks_exact_mut(win_h * win_w))
-    {
+    let mut out = Vec::with_capacity(3 * win_h * win_w);
+    for temp in temp.chunks_exact(plane) {
         let window = VerticalWindow {
             temp,
             stride: win_w,
             first_row,
             taps: &vertical,
             top,
+            rows: win_h,
         };
-        pass(&window, out);
+        vertical_pass_for_this_cpu(&window, &mut out, sample);
     }
     out
 }
 
 /// The vertical pass's input: the horizontal pass's rows `first_row..` (each `stride` bytes)
-/// in `temp`, and the taps of output rows `top..`.
+/// in `temp`, and the taps of output rows `top..top + rows`.
 struct VerticalWindow<'a> {
     temp: &'a [u8],
     stride: usize,
     first_row: usize,
     taps: &'a Taps,
     top: usize,
+    rows: usize,
 }
 
-/// The vertical pass: `out` (rows of `stride` bytes) from the window's rows.
-type VerticalPass = fn(window: &VerticalWindow<'_>, out: &mut [u8]);
-
-/// The vertical pass for this CPU: the portable loop compiled for AVX2 where the CPU has it
-/// (eight 32-bit lanes and a native 32-bit multiply, against SSE2's four and an emulated
-/// multiply: the pass took ~10 % of decoding and preprocessing an ImageNet-size JPEG).
-fn vertical_pass_for_this_cpu() -> VerticalPass {
+/// [`vertical_pass`] for this CPU: the portable loop compiled for AVX-512 or AVX2 where the CPU
+/// has it (sixteen or eight 32-bit lanes and a native 32-bit multiply, against SSE2's four and
+/// an emulated multiply: the pass took ~10 % of decoding and preprocessing an ImageNet-size
+/// JPEG). Integer sums, so the same bytes on every path.
+fn vertical_pass_for_this_cpu<T>(
+    window: &VerticalWindow<'_>,
+    out: &mut Vec<T>,
+    sample: impl Fn(u8) -> T + Copy,
+) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return |window, out| unsafe { vertical_pass_avx2(window, out) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the CPU has AVX-512 F and BW, checked just above.
+            return unsafe { vertical_pass_avx512(window, out, sample) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { vertical_pass_avx2(window, out, sample) };
+        }
     }
-    vertical_pass
+    vertical_pass(window, out, sample);
 }
 
-/// [`VerticalPass`] compiled for AVX2 (the same code; integer sums, so the same bytes).
+/// [`vertical_pass`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn vertical_pass_avx512<T>(
+    window: &VerticalWindow<'_>,
+    out: &mut Vec<T>,
+    sample: impl Fn(u8) -> T + Copy,
+) {
+    vertical_pass(window, out, sample);
+}
+
+/// [`vertical_pass`] compiled for AVX2.
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn vertical_pass_avx2(window: &VerticalWindow<'_>, out: &mut [u8]) {
-    vertical_pass(window, out);
+unsafe fn vertical_pass_avx2<T>(
+    window: &VerticalWindow<'_>,
+    out: &mut Vec<T>,
+    sample: impl Fn(u8) -> T + Copy,
+) {
+    vertical_pass(window, out, sample);
 }
 
-/// [`VerticalPass`] in portable code: each output row's accumulators over its input rows.
+/// The vertical pass in portable code: each output row's samples appended to `out`.
+///
+/// Columns go in runs of [`RUN`] with the accumulators held in registers over all of a row's
+/// taps (a whole row of accumulators in memory was loaded and stored again at every tap).
 #[inline(always)]
-fn vertical_pass(window: &VerticalWindow<'_>, out: &mut [u8]) {
+fn vertical_pass<T>(window: &VerticalWindow<'_>, out: &mut Vec<T>, sample: impl Fn(u8) -> T) {
+    /// Columns a run: two AVX-512 or four AVX2 registers of 32-bit accumulators.
+    const RUN: usize = 32;
     let stride = window.stride;
-    let mut acc = vec![0i32; stride];
-    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
+    for yy in 0..window.rows {
         let (start, weights) = window.taps.of(window.top + yy);
-        acc.fill(HALF);
-        for (i, &wt) in weights.iter().enumerate() {
-            let y = start + i - window.first_row;
-            let row = &window.temp[y * stride..(y + 1) * stride];
-            for (a, &p) in acc.iter_mut().zip(row) {
+        let first = (start - window.first_row) * stride;
+        let rows = &window.temp[first..first + weights.len() * stride];
+        let mut x = 0;
+        while x + RUN <= stride {
+            let mut acc = [HALF; RUN];
+            for (row, &wt) in rows.chunks_exact(stride).zip(weights) {
+                let pixels: &[u8; RUN] = row[x..x + RUN].try_into().expect("RUN bytes");
+                for (a, &p) in acc.iter_mut().zip(pixels) {
+                    *a += i32::from(p) * wt;
+                }
+            }
+            out.extend(acc.iter().map(|&a| sample(clip8(a))));
+            x += RUN;
+        }
+        let mut acc = [HALF; RUN];
+        let tail = stride - x;
+        for (row, &wt) in rows.chunks_exact(stride).zip(weights) {
+            for (a, &p) in acc.iter_mut().zip(&row[x..]) {
                 *a += i32::from(p) * wt;
             }
         }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
-            *o = clip8(a);
-        }
+        out.extend(acc[..tail].iter().map(|&a| sample(clip8(a))));
     }
 }
 
@@ -486,18 +559,46 @@ mod tests {
         });
     }
 
-    /// The vertical pass this CPU runs writes the portable pass's bytes: down- and upscales,
-    /// windows from the first, a middle and the last output row, row lengths that are not a
-    /// multiple of any vector width.
+    /// The vertical passes this CPU can run write the portable pass's bytes, and the same
+    /// samples when the samples are not bytes: down- and upscales, windows from the first, a
+    /// middle and the last output row, row lengths that are not a multiple of any vector width.
     #[test]
-    fn the_cpu_specific_vertical_pass_computes_what_the_portable_pass_computes() {
-        let pass = vertical_pass_for_this_cpu();
+    fn the_cpu_specific_vertical_passes_compute_what_the_portable_pass_computes() {
+        type Pass<T> = fn(&VerticalWindow<'_>, &mut Vec<T>);
+        let mut bytes: Vec<(&str, Pass<u8>)> = vec![("dispatch", |w, out| {
+            vertical_pass_for_this_cpu(w, out, |v| v)
+        })];
+        let mut floats: Vec<(&str, Pass<f32>)> = vec![("dispatch", |w, out| {
+            vertical_pass_for_this_cpu(w, out, signed)
+        })];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                // SAFETY: the CPU has AVX-512 F and BW, checked just above.
+                bytes.push(("avx512", |w, out| unsafe {
+                    vertical_pass_avx512(w, out, |v| v)
+                }));
+                floats.push(("avx512", |w, out| unsafe {
+                    vertical_pass_avx512(w, out, signed)
+                }));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                bytes.push(("avx2", |w, out| unsafe {
+                    vertical_pass_avx2(w, out, |v| v)
+                }));
+                floats.push(("avx2", |w, out| unsafe {
+                    vertical_pass_avx2(w, out, signed)
+                }));
+            }
+        }
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for (in_h, out_h, stride) in [(375, 256, 672), (564, 224, 3 * 97), (7, 3, 5), (9, 40, 33)] {
             let temp = random_bytes(in_h * stride, &mut seed);
             let taps = Taps::new(in_h, out_h);
             for top in [0, out_h / 3, out_h - 1] {
-                let rows = out_h - top;
                 let first_row = taps.bounds[top].0;
                 let window = VerticalWindow {
                     temp: &temp[first_row * stride..],
@@ -505,13 +606,53 @@ mod tests {
                     first_row,
                     taps: &taps,
                     top,
+                    rows: out_h - top,
                 };
-                let mut want = vec![0u8; rows * stride];
-                let mut got = vec![1u8; rows * stride];
-                vertical_pass(&window, &mut want);
-                pass(&window, &mut got);
-                assert_eq!(got, want, "{in_h} -> {out_h}, from {top}");
+                let mut want = Vec::new();
+                vertical_pass(&window, &mut want, |v| v);
+                assert_eq!(want.len(), (out_h - top) * stride);
+                let want_floats: Vec<f32> = want.iter().map(|&v| signed(v)).collect();
+                for (name, pass) in &bytes {
+                    let mut got = vec![7u8; 3];
+                    pass(&window, &mut got);
+                    assert_eq!(got[..3], [7; 3], "{name} wrote over what was there");
+                    assert_eq!(got[3..], want, "{name}: {in_h} -> {out_h}, from {top}");
+                }
+                for (name, pass) in &floats {
+                    let mut got = Vec::new();
+                    pass(&window, &mut got);
+                    assert_eq!(
+                        got, want_floats,
+                        "{name} (f32): {in_h} -> {out_h}, from {top}"
+                    );
+                }
             }
+        }
+    }
+
+    /// A sample that is not a byte: the level centred on zero.
+    fn signed(level: u8) -> f32 {
+        f32::from(level) - 128.0
+    }
+
+    /// The cache hands back the taps of the axis asked for, however many other axes came
+    /// between.
+    #[test]
+    fn cached_taps_are_the_axis_asked_for() {
+        for (in_size, out_size) in [(564, 385), (375, 256), (564, 385), (1000, 297), (10, 20)]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .chain((1..20).map(|k| (100 + k, 50)))
+            .chain([(564, 385), (375, 256)])
+        {
+            let cached = Taps::cached(in_size, out_size);
+            let fresh = Taps::new(in_size, out_size);
+            assert_eq!(cached.sizes, (in_size, out_size));
+            assert_eq!(
+                (&cached.bounds, &cached.weights, cached.ksize),
+                (&fresh.bounds, &fresh.weights, fresh.ksize)
+            );
         }
     }
 
