@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Transport-neutral: no tonic, no HTTP status codes here. The async parts only wait; every
-//! CPU-heavy step runs on the decode pool (a rayon pool of its own) or on a model thread.
+//! CPU-heavy step runs on the decode pool (a [`WorkerPool`] of its own) or on a model thread.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -23,6 +23,7 @@ use crate::model::{ClassifierHead, ModelKind};
 use crate::observe::{self, Rejection};
 use crate::source::{Buckets, SourceError};
 use crate::taxonomy::Taxonomy;
+use crate::worker_pool::WorkerPool;
 
 /// Where the image comes from.
 #[derive(Debug, Clone)]
@@ -201,7 +202,7 @@ pub struct Detector {
 
 struct Inner {
     parts: DetectorParts,
-    pool: rayon::ThreadPool,
+    pool: WorkerPool,
     admission: Arc<Semaphore>,
 }
 
@@ -211,11 +212,7 @@ impl Detector {
     /// # Errors
     /// When the decode threads cannot be started.
     pub fn new(parts: DetectorParts) -> std::io::Result<Detector> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(parts.decode_workers.max(1))
-            .thread_name(|i| format!("labeld-decode-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let pool = WorkerPool::new(parts.decode_workers, |i| format!("labeld-decode-{i}"))?;
         let admission = Arc::new(Semaphore::new(parts.max_in_flight));
         Ok(Detector {
             inner: Arc::new(Inner {

@@ -49,3 +49,4 @@ pub mod shutdown;
 pub mod source;
 pub mod taxonomy;
 pub mod tls;
+pub mod worker_pool;
