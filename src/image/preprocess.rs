@@ -112,7 +112,7 @@ fn normalised(level: u8) -> f32 {
     (f32::from(level) - 127.0) / 128.0
 }
 
-/// [`normalised`] pixels, HWC u8 to CHW f32.
+/// `(x - 127) / 128` for every channel of every pixel, HWC u8 to CHW f32.
 pub fn normalise(crop: &RgbImage) -> Vec<f32> {
     let plane = (crop.width() * crop.height()) as usize;
     let mut out = vec![0f32; 3 * plane];

@@ -397,8 +397,9 @@ unsafe fn vertical_pass_avx2<T>(
 
 /// The vertical pass in portable code: each output row's samples appended to `out`.
 ///
-/// Columns go in runs of [`RUN`] with the accumulators held in registers over all of a row's
-/// taps (a whole row of accumulators in memory was loaded and stored again at every tap).
+/// Columns go in runs of `RUN` with the accumulators held in registers over all of a row's
+/// taps (a whole row of accumulators in memory was loaded and stored again at every tap); the
+/// last, shorter run takes the same loop over a slice, whose length the compiler cannot fix.
 #[inline(always)]
 fn vertical_pass<T>(window: &VerticalWindow<'_>, out: &mut Vec<T>, sample: impl Fn(u8) -> T) {
     /// Columns a run: two AVX-512 or four AVX2 registers of 32-bit accumulators.
