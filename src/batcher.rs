@@ -1,8 +1,8 @@
 //! The dynamic batcher: a bounded queue of preprocessed images in front of the model workers.
 //!
 //! ```text
-//! submit() ──try_send──> [queue, max_queue] ──> batching task (tokio) ──> model worker threads
-//!   full → QueueFull        waits for a free worker, then takes up to max_batch jobs,
+//! submit() ──try_send──> [queue, max_queue] ──> model worker threads
+//!   full → QueueFull        the free worker takes up to max_batch jobs,
 //!                           waiting at most max_delay for the batch to fill;
 //!                           drops jobs whose deadline passed or whose caller has gone
 //! ```
@@ -11,15 +11,20 @@
 //! pass is blocking and must never run on the async runtime). A batch is only formed when a worker
 //! is free, so while the model is busy requests wait in the queue and the next batch takes all of
 //! them at once: batches grow with load without any waiting at low load beyond `max_delay`.
+//! The worker forms its next batch itself, the moment its last one is answered: when the batch
+//! was formed by a task on the async runtime, the model waited for that task to be scheduled,
+//! and on a busy machine (the decode workers holding both cores of a 2-core box) that wait was
+//! up to ~5 ms between batches of ~40 ms (`perf sched timehist` of `labeld serve` under load).
 //! A panic or error in a forward pass is caught; the batch is retried image by image so that only
 //! the image that fails alone gets an internal error, and the worker lives on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::image::ModelInput;
 use crate::model::{Classifier, Prediction};
@@ -107,16 +112,10 @@ struct Job {
     reply: oneshot::Sender<Result<Inferred, BatchError>>,
 }
 
-/// A batch on its way to a worker, with the permit that marks that worker busy.
-struct Batch {
-    jobs: Vec<Job>,
-    _worker: OwnedSemaphorePermit,
-}
-
 /// Handle to the batcher; cheap to clone.
 #[derive(Clone)]
 pub struct Batcher {
-    queue: mpsc::Sender<Job>,
+    queue: SyncSender<Job>,
     config: BatchConfig,
     stats: Arc<BatchStats>,
     /// Model workers (each computes one batch at a time).
@@ -127,13 +126,11 @@ pub struct Batcher {
 /// [`Batcher`] handle is dropped.
 pub struct BatcherThreads {
     workers: Vec<std::thread::JoinHandle<()>>,
-    batching: tokio::task::JoinHandle<()>,
 }
 
 impl BatcherThreads {
     /// Waits until every queued image has been answered and the workers have exited.
     pub async fn join(self) {
-        let _ = self.batching.await;
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
@@ -145,42 +142,32 @@ impl BatcherThreads {
 }
 
 impl Batcher {
-    /// Starts one worker thread per model and the batching task (call from a tokio runtime).
-    /// Each worker first runs a warm-up forward pass at `max_batch`; `warmed` is sent `()` by each
-    /// worker when its warm-up is done.
+    /// Starts one worker thread per model. Each worker first runs a warm-up forward pass at
+    /// `max_batch`; `warmed` is sent `()` by each worker when its warm-up is done.
     pub fn start(
         models: Vec<Box<dyn Classifier>>,
         config: BatchConfig,
-        warmed: std_mpsc::Sender<Result<(), String>>,
+        warmed: mpsc::Sender<Result<(), String>>,
     ) -> (Batcher, BatcherThreads) {
         assert!(!models.is_empty() && config.max_batch > 0 && config.max_queue > 0);
         let stats = Arc::new(BatchStats::default());
-        let (queue_tx, queue_rx) = mpsc::channel(config.max_queue);
+        let (queue_tx, queue_rx) = mpsc::sync_channel(config.max_queue);
+        // Workers take turns at the queue: the one holding the lock is forming its batch.
+        let queue_rx = Arc::new(Mutex::new(queue_rx));
         let worker_count = models.len();
-        let free_workers = Arc::new(Semaphore::new(models.len()));
-        // Never more batches in flight than workers (each holds a permit), so this never blocks.
-        let (batch_tx, batch_rx) = std_mpsc::sync_channel::<Batch>(models.len());
-        let batch_rx = Arc::new(Mutex::new(batch_rx));
         let workers = models
             .into_iter()
             .enumerate()
             .map(|(i, model)| {
-                let rx = Arc::clone(&batch_rx);
+                let queue = Arc::clone(&queue_rx);
                 let stats = Arc::clone(&stats);
                 let warmed = warmed.clone();
                 std::thread::Builder::new()
                     .name(format!("labeld-model-{i}"))
-                    .spawn(move || worker(model, rx, stats, config.max_batch, warmed))
+                    .spawn(move || worker(model, &queue, &stats, &config, warmed))
                     .expect("cannot spawn a model thread")
             })
             .collect();
-        let batching = tokio::spawn(batching_task(
-            queue_rx,
-            batch_tx,
-            free_workers,
-            config,
-            Arc::clone(&stats),
-        ));
         (
             Batcher {
                 queue: queue_tx,
@@ -188,7 +175,7 @@ impl Batcher {
                 stats,
                 workers: worker_count,
             },
-            BatcherThreads { workers, batching },
+            BatcherThreads { workers },
         )
     }
 
@@ -213,12 +200,12 @@ impl Batcher {
                 self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
                 Ok(rx)
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 observe::rejected(Rejection::Overloaded);
                 Err(BatchError::QueueFull(self.config.max_queue))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(BatchError::Stopped),
+            Err(TrySendError::Disconnected(_)) => Err(BatchError::Stopped),
         }
     }
 
@@ -247,39 +234,69 @@ impl Batcher {
     }
 }
 
-async fn batching_task(
-    mut queue: mpsc::Receiver<Job>,
-    batches: std_mpsc::SyncSender<Batch>,
-    free_workers: Arc<Semaphore>,
-    config: BatchConfig,
-    stats: Arc<BatchStats>,
+fn worker(
+    model: Box<dyn Classifier>,
+    queue: &Mutex<Receiver<Job>>,
+    stats: &BatchStats,
+    config: &BatchConfig,
+    warmed: mpsc::Sender<Result<(), String>>,
 ) {
+    // Warm-up at the largest batch: allocations, thread pools and page faults happen now, not on
+    // the first real request.
+    let size = model.kind().input_size() as usize;
+    let blank = vec![0f32; 3 * size * size];
+    let warm: Vec<&[f32]> = (0..config.max_batch).map(|_| blank.as_slice()).collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&warm)));
+    let ok = matches!(outcome, Ok(Ok(_)));
+    let _ = warmed.send(match outcome {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the warm-up forward pass panicked".to_string()),
+    });
+    drop(warmed);
+    if !ok {
+        return;
+    }
+    while let Some(jobs) = next_batch(queue, config, stats) {
+        run_batch(model.as_ref(), jobs, stats);
+    }
+}
+
+/// The next batch for a worker that is free: the first job to come, then whatever else is
+/// queued up to `max_batch`, waiting at most `max_delay` for more. Jobs whose caller has gone or
+/// whose deadline has passed are answered (or dropped) here, before the model sees them. `None`
+/// once every [`Batcher`] handle is gone and the queue is empty: shut down.
+fn next_batch(
+    queue: &Mutex<Receiver<Job>>,
+    config: &BatchConfig,
+    stats: &BatchStats,
+) -> Option<Vec<Job>> {
     loop {
-        let worker = Arc::clone(&free_workers)
-            .acquire_owned()
-            .await
-            .expect("the worker semaphore is never closed. This is a bug.");
-        // `None` once every `Batcher` handle is gone and the queue is empty: shut down.
-        let Some(first) = queue.recv().await else {
-            break;
-        };
-        let mut jobs = vec![first];
-        let flush_at = tokio::time::Instant::now() + config.max_delay;
-        while jobs.len() < config.max_batch {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                // No delay: take what is queued now. (A zero timeout is not free: tokio's timer
-                // rounds deadlines up to its next millisecond tick, which cost a lone request
-                // about 1 ms of queueing.)
-                Err(_) if config.max_delay.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(flush_at, queue.recv()).await {
-                    Ok(Some(job)) => jobs.push(job),
-                    _ => break,
-                },
+        let jobs = {
+            // Held while the batch forms, so that one batch takes everything queued; another
+            // worker may be computing meanwhile.
+            let queue = queue
+                .lock()
+                .expect("a model worker panicked while holding the queue lock. This is a bug.");
+            let first = queue.recv().ok()?;
+            let mut jobs = vec![first];
+            let flush_at = Instant::now() + config.max_delay;
+            while jobs.len() < config.max_batch {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(TryRecvError::Empty) if !config.max_delay.is_zero() => {
+                        match queue.recv_timeout(flush_at.saturating_duration_since(Instant::now()))
+                        {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    Err(_) => break,
+                }
             }
-        }
+            jobs
+        };
         stats.queue_depth.fetch_sub(jobs.len(), Ordering::Relaxed);
-        // Whoever no longer needs an answer is dropped here, before the model sees them.
         let now = Instant::now();
         let mut live = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -294,53 +311,9 @@ async fn batching_task(
                 live.push(job);
             }
         }
-        let jobs = live;
-        if jobs.is_empty() {
-            continue;
+        if !live.is_empty() {
+            return Some(live);
         }
-        if batches
-            .send(Batch {
-                jobs,
-                _worker: worker,
-            })
-            .is_err()
-        {
-            break;
-        }
-    }
-}
-
-fn worker(
-    model: Box<dyn Classifier>,
-    batches: Arc<Mutex<std_mpsc::Receiver<Batch>>>,
-    stats: Arc<BatchStats>,
-    max_batch: usize,
-    warmed: std_mpsc::Sender<Result<(), String>>,
-) {
-    // Warm-up at the largest batch: allocations, thread pools and page faults happen now, not on
-    // the first real request.
-    let size = model.kind().input_size() as usize;
-    let blank = vec![0f32; 3 * size * size];
-    let warm: Vec<&[f32]> = (0..max_batch).map(|_| blank.as_slice()).collect();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&warm)));
-    let ok = matches!(outcome, Ok(Ok(_)));
-    let _ = warmed.send(match outcome {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the warm-up forward pass panicked".to_string()),
-    });
-    drop(warmed);
-    if !ok {
-        return;
-    }
-    loop {
-        // Hold the lock only to take a batch; another worker may be computing meanwhile.
-        let next = batches
-            .lock()
-            .expect("a model worker panicked while holding the queue lock. This is a bug.")
-            .recv();
-        let Ok(batch) = next else { break };
-        run_batch(model.as_ref(), batch.jobs, &stats);
     }
 }
 
