@@ -375,3 +375,271 @@ fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::CropGeometry;
+    use crate::model::{ClassifierHead, FeatureMap, ModelError, ModelKind};
+    use candle_core::Device;
+    use std::sync::Condvar;
+
+    /// Stands in for the model in *when* it answers, which is what the batcher decides: each
+    /// forward pass records its batch size and waits until the test lets batches through. (The
+    /// real model behind the batcher is tested in `tests/it`.)
+    struct Recorder {
+        head: ClassifierHead,
+        device: Device,
+        /// Batch sizes of the passes after warm-up, and how many batches may still finish.
+        state: Mutex<(Vec<usize>, usize)>,
+        changed: Condvar,
+        warmed_up: std::sync::atomic::AtomicBool,
+    }
+
+    impl Recorder {
+        fn new() -> Arc<Recorder> {
+            Arc::new(Recorder {
+                head: ClassifierHead {
+                    classes: 1,
+                    channels: 1,
+                    weight: vec![1.0],
+                },
+                device: Device::Cpu,
+                state: Mutex::new((Vec::new(), 0)),
+                changed: Condvar::new(),
+                warmed_up: std::sync::atomic::AtomicBool::new(false),
+            })
+        }
+
+        /// Lets `n` more batches finish.
+        fn release(&self, n: usize) {
+            self.state.lock().unwrap().1 += n;
+            self.changed.notify_all();
+        }
+
+        /// Waits until `n` batches have entered the model; their sizes in order. Fails rather
+        /// than hangs when they never do (a minute is no test machine's slowness).
+        fn wait_entered(&self, n: usize) -> Vec<usize> {
+            let (state, timeout) = self
+                .changed
+                .wait_timeout_while(self.state.lock().unwrap(), Duration::from_secs(60), |s| {
+                    s.0.len() < n
+                })
+                .unwrap();
+            assert!(
+                !timeout.timed_out(),
+                "{n} batches never entered the model: {:?}",
+                state.0
+            );
+            state.0.clone()
+        }
+    }
+
+    /// A `Box<dyn Classifier>` that shares its [`Recorder`] with the test.
+    struct Shared(Arc<Recorder>);
+
+    impl Classifier for Shared {
+        fn kind(&self) -> ModelKind {
+            ModelKind::EfficientNetLite0
+        }
+        fn device(&self) -> &Device {
+            &self.0.device
+        }
+        fn head(&self) -> &ClassifierHead {
+            &self.0.head
+        }
+        fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+            let recorder = &self.0;
+            if recorder.warmed_up.load(Ordering::SeqCst) {
+                let mut state = recorder.state.lock().unwrap();
+                state.0.push(batch.len());
+                recorder.changed.notify_all();
+                while state.1 == 0 {
+                    state = recorder.changed.wait(state).unwrap();
+                }
+                state.1 -= 1;
+            }
+            Ok(batch
+                .iter()
+                .map(|_| Prediction {
+                    logits: vec![0.0],
+                    probabilities: vec![1.0],
+                    features: FeatureMap {
+                        channels: 1,
+                        height: 1,
+                        width: 1,
+                        data: vec![0.0],
+                    },
+                })
+                .collect())
+        }
+    }
+
+    fn input() -> ModelInput {
+        ModelInput {
+            pixels: Vec::new(),
+            geometry: CropGeometry {
+                source_width: 1,
+                source_height: 1,
+                original_width: 1,
+                original_height: 1,
+                resized_width: 1,
+                resized_height: 1,
+                crop_left: 0,
+                crop_top: 0,
+                size: 1,
+            },
+        }
+    }
+
+    fn config(max_batch: usize, max_delay: Duration) -> BatchConfig {
+        BatchConfig {
+            max_batch,
+            max_delay,
+            max_queue: 64,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// Starts the batcher on `workers` copies sharing `recorder`, past their warm-up.
+    fn start(
+        recorder: &Arc<Recorder>,
+        workers: usize,
+        config: BatchConfig,
+    ) -> (Batcher, BatcherThreads) {
+        let (warmed, done) = mpsc::channel();
+        let models = (0..workers)
+            .map(|_| Box::new(Shared(Arc::clone(recorder))) as Box<dyn Classifier>)
+            .collect();
+        let started = Batcher::start(models, config, warmed);
+        for _ in 0..workers {
+            done.recv().unwrap().unwrap();
+        }
+        // Every worker has warmed up: from now on passes are recorded and held.
+        recorder.warmed_up.store(true, Ordering::SeqCst);
+        started
+    }
+
+    fn stop(batcher: Batcher, threads: BatcherThreads) {
+        drop(batcher);
+        for worker in threads.workers {
+            worker.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_free_worker_takes_everything_queued_while_it_was_busy() {
+        let recorder = Recorder::new();
+        let (batcher, threads) = start(&recorder, 1, config(8, Duration::ZERO));
+        let first = batcher.submit(input(), None).unwrap();
+        assert_eq!(recorder.wait_entered(1), [1]);
+        let waiting: Vec<_> = (0..5)
+            .map(|_| batcher.submit(input(), None).unwrap())
+            .collect();
+        recorder.release(2);
+        assert_eq!(recorder.wait_entered(2), [1, 5]);
+        assert_eq!(first.blocking_recv().unwrap().unwrap().batch_size, 1);
+        for reply in waiting {
+            assert_eq!(reply.blocking_recv().unwrap().unwrap().batch_size, 5);
+        }
+        assert_eq!(batcher.stats().queue_depth.load(Ordering::Relaxed), 0);
+        stop(batcher, threads);
+    }
+
+    #[test]
+    fn a_batch_waits_up_to_max_delay_to_fill() {
+        let recorder = Recorder::new();
+        // A delay no test machine reaches: the batch goes when it is full, not on the timer.
+        let (batcher, threads) = start(&recorder, 1, config(3, Duration::from_secs(600)));
+        recorder.release(1);
+        let replies: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                batcher.submit(input(), None).unwrap()
+            })
+            .collect();
+        for reply in replies {
+            assert_eq!(reply.blocking_recv().unwrap().unwrap().batch_size, 3);
+        }
+        assert_eq!(recorder.wait_entered(1), [3]);
+        stop(batcher, threads);
+    }
+
+    #[test]
+    fn workers_compute_side_by_side() {
+        let recorder = Recorder::new();
+        let (batcher, threads) = start(&recorder, 2, config(1, Duration::ZERO));
+        let replies: Vec<_> = (0..2)
+            .map(|_| batcher.submit(input(), None).unwrap())
+            .collect();
+        // Both are in the model at once: the queue is not held while a worker computes.
+        assert_eq!(recorder.wait_entered(2), [1, 1]);
+        recorder.release(2);
+        for reply in replies {
+            assert!(reply.blocking_recv().unwrap().is_ok());
+        }
+        stop(batcher, threads);
+    }
+
+    #[test]
+    fn expired_and_abandoned_jobs_never_reach_the_model() {
+        let recorder = Recorder::new();
+        let (batcher, threads) = start(&recorder, 1, config(8, Duration::ZERO));
+        let busy = batcher.submit(input(), None).unwrap();
+        assert_eq!(recorder.wait_entered(1), [1]);
+        let expired = batcher.submit(input(), Some(Instant::now())).unwrap();
+        drop(batcher.submit(input(), None).unwrap());
+        let live = batcher.submit(input(), None).unwrap();
+        recorder.release(2);
+        assert!(matches!(
+            expired.blocking_recv().unwrap(),
+            Err(BatchError::DeadlineExceeded)
+        ));
+        assert_eq!(live.blocking_recv().unwrap().unwrap().batch_size, 1);
+        assert!(busy.blocking_recv().unwrap().is_ok());
+        assert_eq!(recorder.wait_entered(2), [1, 1]);
+        let stats = batcher.stats();
+        assert_eq!(stats.expired.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.cancelled.load(Ordering::Relaxed), 1);
+        stop(batcher, threads);
+    }
+
+    #[test]
+    fn shutting_down_answers_everything_queued() {
+        let recorder = Recorder::new();
+        let (batcher, threads) = start(&recorder, 1, config(2, Duration::ZERO));
+        let replies: Vec<_> = (0..5)
+            .map(|_| batcher.submit(input(), None).unwrap())
+            .collect();
+        recorder.release(usize::MAX / 2);
+        stop(batcher, threads);
+        for mut reply in replies {
+            assert!(reply.try_recv().unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let recorder = Recorder::new();
+        let config = BatchConfig {
+            max_queue: 2,
+            ..config(1, Duration::ZERO)
+        };
+        let (batcher, threads) = start(&recorder, 1, config);
+        let busy = batcher.submit(input(), None).unwrap();
+        assert_eq!(recorder.wait_entered(1), [1]);
+        let queued: Vec<_> = (0..2)
+            .map(|_| batcher.submit(input(), None).unwrap())
+            .collect();
+        assert!(matches!(
+            batcher.submit(input(), None),
+            Err(BatchError::QueueFull(2))
+        ));
+        recorder.release(usize::MAX / 2);
+        assert!(busy.blocking_recv().unwrap().is_ok());
+        for reply in queued {
+            assert!(reply.blocking_recv().unwrap().is_ok());
+        }
+        stop(batcher, threads);
+    }
+}

@@ -413,8 +413,8 @@ impl EfficientNetLite {
     /// `_conv_head`, `_bn1`, `_fc`).
     ///
     /// On the CPU the network runs in f32 on the CPU's own channels-last ops; on CUDA in
-    /// `dtype` (f32, or f16/bf16 for tensor cores) on the channels-last graph of
-    /// [`super::channels_last`], on Metal on candle's NCHW ops. Logits and features are
+    /// `dtype` (f32, or f16/bf16 for tensor cores) on the channels-last graph (labeld's own
+    /// kernels around candle's GEMM), on Metal on candle's NCHW ops. Logits and features are
     /// returned in f32 either way.
     ///
     /// # Errors
