@@ -23,7 +23,7 @@
 #   BENCH_THREADS [1,2]             forward thread counts (labeld and ORT)
 #   BENCH_SECONDS [4]               timed seconds per forward cell (labeld and ORT)
 #   BENCH_CONCURRENCY [1,8,32]      load concurrencies with the ImageNet-size JPEGs
-#   BENCH_CONCURRENCY_12MP [32]     load concurrencies with the 12-MP JPEGs (RSS sampled)
+#   BENCH_CONCURRENCY_12MP [1,8,32] load concurrencies with the 12-MP JPEGs (RSS sampled)
 #   BENCH_LOAD_SECONDS [8]          timed window per load cell
 #   BENCH_WARMUP [2]                load warm-up per cell, ImageNet-size (not counted)
 #   BENCH_WARMUP_12MP [5]           load warm-up per cell, 12-MP (a first round takes seconds)
@@ -41,7 +41,7 @@ BATCHES=${BENCH_BATCHES:-1,4,8,16}
 THREADS=$(list "${BENCH_THREADS:-1,2}")
 SECONDS_FWD=${BENCH_SECONDS:-4}
 CONCURRENCY=$(list "${BENCH_CONCURRENCY:-1,8,32}")
-CONCURRENCY_12MP=$(list "${BENCH_CONCURRENCY_12MP:-32}")
+CONCURRENCY_12MP=$(list "${BENCH_CONCURRENCY_12MP:-1,8,32}")
 LOAD_SECONDS=${BENCH_LOAD_SECONDS:-8}
 WARMUP=${BENCH_WARMUP:-2}
 WARMUP_12MP=${BENCH_WARMUP_12MP:-5}
