@@ -195,17 +195,22 @@ impl Batcher {
             submitted: Instant::now(),
             reply,
         };
+        // Counted before it is sent: a waiting worker may take it (and count it out) at once,
+        // and the gauge must never dip below zero, where it would wrap.
+        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
         match self.queue.try_send(job) {
-            Ok(()) => {
-                self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-                Ok(rx)
+            Ok(()) => Ok(rx),
+            Err(refused) => {
+                self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                match refused {
+                    TrySendError::Full(_) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        observe::rejected(Rejection::Overloaded);
+                        Err(BatchError::QueueFull(self.config.max_queue))
+                    }
+                    TrySendError::Disconnected(_) => Err(BatchError::Stopped),
+                }
             }
-            Err(TrySendError::Full(_)) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                observe::rejected(Rejection::Overloaded);
-                Err(BatchError::QueueFull(self.config.max_queue))
-            }
-            Err(TrySendError::Disconnected(_)) => Err(BatchError::Stopped),
         }
     }
 
@@ -635,6 +640,9 @@ mod tests {
             batcher.submit(input(), None),
             Err(BatchError::QueueFull(2))
         ));
+        // The refused image is not counted as waiting.
+        assert_eq!(batcher.stats().queue_depth.load(Ordering::Relaxed), 2);
+        assert_eq!(batcher.stats().rejected.load(Ordering::Relaxed), 1);
         recorder.release(usize::MAX / 2);
         assert!(busy.blocking_recv().unwrap().is_ok());
         for reply in queued {
