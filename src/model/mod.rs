@@ -258,22 +258,13 @@ impl Classifier for LiteClassifier {
             });
         }
         if let Some(out) = self.net.classify_cpu(batch, [3, size, size])? {
-            let [channels, height, width] = out.feature_dims;
-            return Ok(out
-                .logits
-                .into_iter()
-                .zip(out.features)
-                .map(|(logits, data)| Prediction {
-                    probabilities: softmax(&logits),
-                    logits,
-                    features: FeatureMap {
-                        channels,
-                        height,
-                        width,
-                        data,
-                    },
-                })
-                .collect());
+            let probabilities = out.logits.iter().map(|l| softmax(l)).collect();
+            return Ok(predictions(
+                out.logits,
+                probabilities,
+                out.features,
+                out.feature_dims,
+            ));
         }
         let shape = (batch.len(), 3, size, size);
         let input = match &self.device {
@@ -294,35 +285,48 @@ impl Classifier for LiteClassifier {
         let probabilities = probabilities.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let (_, channels, height, width) = features.dims4()?;
         let plane = channels * height * width;
+        let per_image = |all: &[f32]| all.chunks_exact(plane).map(<[f32]>::to_vec).collect();
         let features = features.to_dtype(candle_core::DType::F32)?.contiguous()?;
         let features: Vec<Vec<f32>> = match &self.device {
             #[cfg(feature = "cuda")]
-            Device::Cuda(_) => (self.staging().pinned.download(&features)?)
-                .chunks_exact(plane)
-                .map(<[f32]>::to_vec)
-                .collect(),
-            _ => (features
-                .to_device(&Device::Cpu)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
-            .chunks_exact(plane)
-            .map(<[f32]>::to_vec)
-            .collect(),
+            Device::Cuda(_) => per_image(self.staging().pinned.download(&features)?),
+            _ => per_image(
+                &features
+                    .to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            ),
         };
-        Ok(logits
-            .into_iter()
-            .zip(probabilities)
-            .zip(features)
-            .map(|((logits, probabilities), data)| Prediction {
-                logits,
-                probabilities,
-                features: FeatureMap {
-                    channels,
-                    height,
-                    width,
-                    data,
-                },
-            })
-            .collect())
+        Ok(predictions(
+            logits,
+            probabilities,
+            features,
+            [channels, height, width],
+        ))
     }
+}
+
+/// One [`Prediction`] per image from the batch's logits, probabilities and feature maps (each
+/// `[channels, height, width]` = `dims`, CHW).
+fn predictions(
+    logits: Vec<Vec<f32>>,
+    probabilities: Vec<Vec<f32>>,
+    features: Vec<Vec<f32>>,
+    [channels, height, width]: [usize; 3],
+) -> Vec<Prediction> {
+    logits
+        .into_iter()
+        .zip(probabilities)
+        .zip(features)
+        .map(|((logits, probabilities), data)| Prediction {
+            logits,
+            probabilities,
+            features: FeatureMap {
+                channels,
+                height,
+                width,
+                data,
+            },
+        })
+        .collect()
 }
