@@ -2,7 +2,7 @@
 # The batching settings against each other: `labeld serve` end to end (bench/run.sh's e2e step
 # only) once per setting, then one table. This is what README's batching defaults rest on.
 #
-#   bash bench/batching.sh                 # Lite0, about 6 minutes on 2 cores
+#   bash bench/batching.sh                 # Lite0, about 7 minutes on 2 cores after the build
 #   BENCH_MODELS=lite2 bash bench/batching.sh
 #
 # Each setting is `labeld serve`'s defaults plus the flags in its row. Per setting: concurrency 1
