@@ -525,6 +525,16 @@ mod tests {
         started
     }
 
+    /// Submits `n` images without a deadline; their replies in order.
+    fn submit_many(
+        batcher: &Batcher,
+        n: usize,
+    ) -> Vec<oneshot::Receiver<Result<Inferred, BatchError>>> {
+        (0..n)
+            .map(|_| batcher.submit(input(), None).unwrap())
+            .collect()
+    }
+
     fn stop(batcher: Batcher, threads: BatcherThreads) {
         drop(batcher);
         for worker in threads.workers {
@@ -538,9 +548,7 @@ mod tests {
         let (batcher, threads) = start(&recorder, 1, config(8, Duration::ZERO));
         let first = batcher.submit(input(), None).unwrap();
         assert_eq!(recorder.wait_entered(1), [1]);
-        let waiting: Vec<_> = (0..5)
-            .map(|_| batcher.submit(input(), None).unwrap())
-            .collect();
+        let waiting = submit_many(&batcher, 5);
         recorder.release(2);
         assert_eq!(recorder.wait_entered(2), [1, 5]);
         assert_eq!(first.blocking_recv().unwrap().unwrap().batch_size, 1);
@@ -574,9 +582,7 @@ mod tests {
     fn workers_compute_side_by_side() {
         let recorder = Recorder::new();
         let (batcher, threads) = start(&recorder, 2, config(1, Duration::ZERO));
-        let replies: Vec<_> = (0..2)
-            .map(|_| batcher.submit(input(), None).unwrap())
-            .collect();
+        let replies = submit_many(&batcher, 2);
         // Both are in the model at once: the queue is not held while a worker computes.
         assert_eq!(recorder.wait_entered(2), [1, 1]);
         recorder.release(2);
@@ -613,9 +619,7 @@ mod tests {
     fn shutting_down_answers_everything_queued() {
         let recorder = Recorder::new();
         let (batcher, threads) = start(&recorder, 1, config(2, Duration::ZERO));
-        let replies: Vec<_> = (0..5)
-            .map(|_| batcher.submit(input(), None).unwrap())
-            .collect();
+        let replies = submit_many(&batcher, 5);
         recorder.release(usize::MAX / 2);
         stop(batcher, threads);
         for mut reply in replies {
@@ -633,9 +637,7 @@ mod tests {
         let (batcher, threads) = start(&recorder, 1, config);
         let busy = batcher.submit(input(), None).unwrap();
         assert_eq!(recorder.wait_entered(1), [1]);
-        let queued: Vec<_> = (0..2)
-            .map(|_| batcher.submit(input(), None).unwrap())
-            .collect();
+        let queued = submit_many(&batcher, 2);
         assert!(matches!(
             batcher.submit(input(), None),
             Err(BatchError::QueueFull(2))

@@ -31,8 +31,9 @@ const SIGMA: f64 = 0.5;
 ///
 /// A label high in the taxonomy sums hundreds of classifier rows (~53 µs for 400 classes on
 /// SSE2; the labels of a request took ~4.6 % of a decode worker's time under load, by `perf`),
-/// so the loops are compiled for AVX-512 or AVX2 where the CPU has them. Each output element is still summed class after class in the same order (no
-/// reductions across lanes, no fused multiply-add), so every path gives the same bits.
+/// so the loops are compiled for AVX-512 or AVX2 where the CPU has them. Each output element is
+/// still summed class after class in the same order (no reductions across lanes, no fused
+/// multiply-add), so every path gives the same bits.
 pub fn activation_map(
     head: &ClassifierHead,
     features: &FeatureMap,

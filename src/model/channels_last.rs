@@ -1,7 +1,8 @@
 //! The channels-last (NHWC) graph's own ops, which CUDA runs: the stem, the depthwise
 //! convolutions and the 1x1 convolutions' epilogues as candle custom ops. Each has its CUDA
-//! kernel (`cuda/kernels.cu`, launched by `cuda_ops.rs`, built with the `cuda` feature) and the same arithmetic in plain
-//! Rust for the CPU, which is what lets the tests check the whole graph on a machine with no GPU.
+//! kernel (`cuda/kernels.cu`, launched by `cuda_ops.rs`, built with the `cuda` feature) and the
+//! same arithmetic in plain Rust for the CPU, which is what lets the tests check the whole graph
+//! on a machine with no GPU.
 //! (The CPU's serving path has its own fast ops, [`super::nhwc`]; these CPU versions are simple
 //! loops, not meant to be fast.)
 //!
