@@ -128,12 +128,17 @@ fn truncated_files_are_corrupt() {
 
 /// A large photo as a JPEG, with an EXIF orientation: chelsea.png upscaled 5x (2255 x 1500).
 pub(crate) fn big_jpeg(orientation: Option<u8>) -> Vec<u8> {
+    cat_jpeg(5, orientation)
+}
+
+/// chelsea.png upscaled `times` (451 x 300 each time) as a q92 JPEG, with an EXIF orientation.
+fn cat_jpeg(times: u32, orientation: Option<u8>) -> Vec<u8> {
     use image::ImageEncoder;
     let cat = image::load_from_memory(&read_fixture("chelsea.png"))
         .unwrap()
         .to_rgb8();
     let (w, h) = cat.dimensions();
-    let mut big = image::imageops::resize(&cat, w * 5, h * 5, image::imageops::Triangle);
+    let mut big = image::imageops::resize(&cat, w * times, h * times, image::imageops::Triangle);
     if orientation == Some(6) {
         // Stored rotated a quarter turn anticlockwise; EXIF 6 says "rotate 90° clockwise".
         big = image::imageops::rotate270(&big);
@@ -155,6 +160,57 @@ pub(crate) fn big_jpeg(orientation: Option<u8>) -> Vec<u8> {
         )
         .unwrap();
     bytes
+}
+
+/// Each `block`x`block` block of `image` (clipped at the right and bottom edges) as its mean.
+fn block_means(image: &image::RgbImage, block: u32) -> image::RgbImage {
+    let (w, h) = image.dimensions();
+    image::RgbImage::from_fn(w.div_ceil(block), h.div_ceil(block), |bx, by| {
+        let (mut sum, mut n) = ([0u32; 3], 0);
+        for y in by * block..((by + 1) * block).min(h) {
+            for x in bx * block..((bx + 1) * block).min(w) {
+                for (s, &v) in sum.iter_mut().zip(&image.get_pixel(x, y).0) {
+                    *s += u32::from(v);
+                }
+                n += 1;
+            }
+        }
+        image::Rgb(sum.map(|s| ((s + n / 2) / n) as u8))
+    })
+}
+
+/// A photo big enough for the 1/8 scale (2100 pixels on its short side: 2100 / 8 >= 256) is
+/// decoded from its DC coefficients alone, the AC ones read past without being stored. A DC
+/// coefficient is its block's mean, so each pixel must match the mean of its 8x8 block in the
+/// full decode (another decoder: zune-jpeg) up to rounding and chroma upsampling, all the way to
+/// the last block: an entropy decoder that lost its place in the bit stream would turn the rest
+/// of the image into noise. And the model sees the same cat.
+#[test]
+fn eighth_scale_decode_is_the_block_means_of_the_full_decode() {
+    use labeld::image::{decode_rgb_covering, prepare, resize_target};
+    let limits = ImageLimits::default();
+    let bytes = cat_jpeg(7, None);
+    let full = decode_rgb(&bytes, &limits).unwrap();
+    assert_eq!(full.dimensions(), (3157, 2100));
+    let need = resize_target(ModelKind::EfficientNetLite0.input_size());
+    let scaled = decode_rgb_covering(&bytes, &limits, need).unwrap();
+    assert_eq!(scaled.dimensions(), (395, 263));
+
+    let means = block_means(&full, 8);
+    let diff = mean_abs_diff(&scaled, &means);
+    assert!(diff < 1.5, "mean difference {diff}");
+    // The last row of blocks too (a decoder out of step would have drifted by then).
+    let last_row =
+        |image: &image::RgbImage| image::imageops::crop_imm(image, 0, 262, 395, 1).to_image();
+    let diff = mean_abs_diff(&last_row(&scaled), &last_row(&means));
+    assert!(diff < 2.0, "last row: mean difference {diff}");
+
+    let labeler = labeler(ModelKind::EfficientNetLite0);
+    let size = ModelKind::EfficientNetLite0.input_size();
+    let (a, b) = (prepare(&full, size), prepare(&scaled, size));
+    let p = labeler.predict(&[&a, &b]).unwrap();
+    let top = |i: usize| crate::support::argmax(&p[i].probabilities);
+    assert_eq!(top(0), top(1));
 }
 
 /// A large JPEG is decoded at a reduced scale (DCT domain), upright, to no less than the resize

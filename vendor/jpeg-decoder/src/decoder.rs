@@ -16,7 +16,7 @@ use alloc::{format, vec};
 use core::cmp;
 use core::mem;
 use core::ops::Range;
-use std::io::Read;
+use std::io::BufRead;
 
 pub const MAX_COMPONENTS: usize = 4;
 
@@ -129,7 +129,7 @@ pub struct Decoder<R> {
     decoding_buffer_size_limit: usize,
 }
 
-impl<R: Read> Decoder<R> {
+impl<R: BufRead> Decoder<R> {
     /// Creates a new `Decoder` using the reader `reader`.
     pub fn new(reader: R) -> Decoder<R> {
         Decoder {
@@ -861,6 +861,23 @@ impl<R: Read> Decoder<R> {
         }
 
         let is_progressive = frame.coding_process == CodingProcess::DctProgressive;
+        // labeld: a scan that codes every coefficient of its blocks in one pass, with the
+        // tables it names (checked above), takes `HuffmanDecoder::decode_sequential_block`.
+        let dc_tables: Vec<&HuffmanTable> = scan
+            .dc_table_indices
+            .iter()
+            .filter_map(|&i| self.dc_huffman_tables[i].as_ref())
+            .collect();
+        let ac_tables: Vec<&HuffmanTable> = scan
+            .ac_table_indices
+            .iter()
+            .filter_map(|&i| self.ac_huffman_tables[i].as_ref())
+            .collect();
+        let sequential = scan.spectral_selection == (0..64)
+            && scan.successive_approximation_high == 0
+            && scan.successive_approximation_low == 0
+            && dc_tables.len() == components.len()
+            && ac_tables.len() == components.len();
         let is_interleaved = components.len() > 1;
         let mut dummy_block = [0i16; 64];
         let mut huffman = HuffmanDecoder::new();
@@ -987,7 +1004,19 @@ impl<R: Read> Decoder<R> {
                             .try_into()
                             .unwrap();
 
-                            if scan.successive_approximation_high == 0 {
+                            if sequential {
+                                // labeld: the fast path for the usual (baseline) scan.
+                                huffman.decode_sequential_block(
+                                    &mut self.reader,
+                                    coefficients,
+                                    &UNZIGZAG,
+                                    dc_tables[i],
+                                    ac_tables[i],
+                                    &mut eob_run,
+                                    &mut dc_predictors[i],
+                                    component.dct_scale == 1,
+                                )?;
+                            } else if scan.successive_approximation_high == 0 {
                                 decode_block(
                                     &mut self.reader,
                                     coefficients,
@@ -1083,7 +1112,7 @@ impl<R: Read> Decoder<R> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn decode_block<R: Read>(
+fn decode_block<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,
@@ -1171,7 +1200,7 @@ fn decode_block<R: Read>(
     Ok(())
 }
 
-fn decode_block_successive_approximation<R: Read>(
+fn decode_block_successive_approximation<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,
@@ -1257,7 +1286,7 @@ fn decode_block_successive_approximation<R: Read>(
     Ok(())
 }
 
-fn refine_non_zeroes<R: Read>(
+fn refine_non_zeroes<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,
