@@ -861,23 +861,11 @@ impl<R: BufRead> Decoder<R> {
         }
 
         let is_progressive = frame.coding_process == CodingProcess::DctProgressive;
-        // labeld: a scan that codes every coefficient of its blocks in one pass, with the
-        // tables it names (checked above), takes `HuffmanDecoder::decode_sequential_block`.
-        let dc_tables: Vec<&HuffmanTable> = scan
-            .dc_table_indices
-            .iter()
-            .filter_map(|&i| self.dc_huffman_tables[i].as_ref())
-            .collect();
-        let ac_tables: Vec<&HuffmanTable> = scan
-            .ac_table_indices
-            .iter()
-            .filter_map(|&i| self.ac_huffman_tables[i].as_ref())
-            .collect();
+        // labeld: a scan that codes every coefficient of its blocks in one pass takes
+        // `HuffmanDecoder::decode_sequential_block` (its tables were checked above).
         let sequential = scan.spectral_selection == (0..64)
             && scan.successive_approximation_high == 0
-            && scan.successive_approximation_low == 0
-            && dc_tables.len() == components.len()
-            && ac_tables.len() == components.len();
+            && scan.successive_approximation_low == 0;
         let is_interleaved = components.len() > 1;
         let mut dummy_block = [0i16; 64];
         let mut huffman = HuffmanDecoder::new();
@@ -1004,14 +992,16 @@ impl<R: BufRead> Decoder<R> {
                             .try_into()
                             .unwrap();
 
-                            if sequential {
+                            let dc_table = self.dc_huffman_tables[scan.dc_table_indices[i]].as_ref();
+                            let ac_table = self.ac_huffman_tables[scan.ac_table_indices[i]].as_ref();
+                            if let (true, Some(dc_table), Some(ac_table)) = (sequential, dc_table, ac_table) {
                                 // labeld: the fast path for the usual (baseline) scan.
                                 huffman.decode_sequential_block(
                                     &mut self.reader,
                                     coefficients,
                                     &UNZIGZAG,
-                                    dc_tables[i],
-                                    ac_tables[i],
+                                    dc_table,
+                                    ac_table,
                                     &mut eob_run,
                                     &mut dc_predictors[i],
                                     component.dct_scale == 1,
@@ -1021,8 +1011,8 @@ impl<R: BufRead> Decoder<R> {
                                     &mut self.reader,
                                     coefficients,
                                     &mut huffman,
-                                    self.dc_huffman_tables[scan.dc_table_indices[i]].as_ref(),
-                                    self.ac_huffman_tables[scan.ac_table_indices[i]].as_ref(),
+                                    dc_table,
+                                    ac_table,
                                     scan.spectral_selection.clone(),
                                     scan.successive_approximation_low,
                                     &mut eob_run,
@@ -1033,7 +1023,7 @@ impl<R: BufRead> Decoder<R> {
                                     &mut self.reader,
                                     coefficients,
                                     &mut huffman,
-                                    self.ac_huffman_tables[scan.ac_table_indices[i]].as_ref(),
+                                    ac_table,
                                     scan.spectral_selection.clone(),
                                     scan.successive_approximation_low,
                                     &mut eob_run,

@@ -38,27 +38,13 @@ impl HuffmanDecoder {
             self.read_bits(reader)?;
         }
 
-        let (value, size) = table.lut[self.peek_bits(LUT_BITS) as usize];
-
-        if size > 0 {
-            self.consume_bits(size);
-            Ok(value)
-        }
-        else {
-            let bits = self.peek_bits(16);
-
-            for i in LUT_BITS .. 16 {
-                let code = (bits >> (15 - i)) as i32;
-
-                if code <= table.maxcode[i as usize] {
-                    self.consume_bits(i + 1);
-
-                    let index = (code + table.delta[i as usize]) as usize;
-                    return Ok(table.values[index]);
-                }
+        // labeld: the lookup `decode_sequential_block` and `skip_steps` share.
+        match table_lookup(table, self.bits) {
+            Some((value, size)) => {
+                self.consume_bits(size);
+                Ok(value)
             }
-
-            Err(Error::Format("failed to decode huffman code".to_owned()))
+            None => Err(Error::Format("failed to decode huffman code".to_owned())),
         }
     }
 
@@ -343,7 +329,9 @@ fn refill_whole_bytes<R: BufRead>(reader: &mut R, bits: &mut u64, num_bits: &mut
 }
 
 /// labeld: the symbol whose code starts `bits` (MSB first, at least 16 valid bits) and the
-/// code's length, as `HuffmanDecoder::decode` finds it (Section F.2.2.3, Figure F.16).
+/// code's length (Section F.2.2.3, Figure F.16): the table for codes of up to `LUT_BITS`, then
+/// the longest code of each length. `None`: no code fits (or a damaged table points past its
+/// values, where the release's `decode` indexed out of bounds).
 #[inline]
 fn table_lookup(table: &HuffmanTable, bits: u64) -> Option<(u8, u8)> {
     let (value, size) = table.lut[(bits >> (64 - LUT_BITS)) as usize];
