@@ -8,7 +8,7 @@
 #   bash bench/cpu_split.sh                         # lite0, 32 callers, 8 s
 #   bash bench/cpu_split.sh lite2 16 --max-batch 16 # model, seconds, then extra `labeld serve` flags
 #
-# Environment: CONCURRENCY [32]. Needs bench/setup.sh and bench/make_images.py run before
+# Environment: CONCURRENCY [32], LABELD [target/release/labeld] (the binary to measure). Needs bench/setup.sh and bench/make_images.py run before
 # (bench/run.sh does both) and the release build of labeld and examples/load.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,7 +23,7 @@ source bench/lib.sh
 log=$(mktemp)
 SERVER_PID=
 trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null; rm -f "$log" "$log".*' EXIT
-target/release/labeld serve --model "$MODEL" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+${LABELD:-target/release/labeld} serve --model "$MODEL" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
   --max-queue 256 --max-wait-ms 600000 "$@" > "$log" 2>&1 &
 SERVER_PID=$!
 wait_ready "$log"

@@ -9,7 +9,8 @@
 //! Each image goes through `image::decode_and_prepare` exactly as `labeld serve` runs it
 //! (validation, the scaled JPEG decode where the file is big enough, EXIF, resize, centre crop,
 //! normalisation), round-robin over the files for `--seconds`. It reports milliseconds per image
-//! (mean, p50, p90) split into the decode and the rest, and the images/s one core sustains.
+//! (mean, p50, p90) and the images/s one core sustains. (Decoding and the resize are no longer
+//! two steps for every file: a full-size JPEG's components go straight into the resize.)
 //! `bench/decode_bench.py` does the same with libjpeg-turbo (Pillow) on the same files: that is
 //! the yardstick, and with the model's figures it bounds what end to end can reach on N cores.
 
@@ -17,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use labeld::image::{decode_for_model, prepare, resize_target, ImageLimits};
+use labeld::image::{decode_and_prepare, decode_for_model, resize_target, ImageLimits};
 use labeld::model::ModelKind;
 
 struct Args {
@@ -81,31 +82,28 @@ fn main() -> anyhow::Result<()> {
     keep_freed_memory();
     let limits = ImageLimits::default();
     let size = args.model.input_size();
-    let run = |bytes: &[u8]| -> anyhow::Result<(Duration, Duration, (u32, u32))> {
+    let run = |bytes: &[u8]| -> anyhow::Result<Duration> {
         let t = Instant::now();
-        let decoded = decode_for_model(bytes, &limits, resize_target(size))?;
-        let decode = t.elapsed();
-        let input = std::hint::black_box(prepare(&decoded.image, size));
-        drop(input);
-        Ok((decode, t.elapsed() - decode, decoded.image.dimensions()))
+        let prepared = decode_and_prepare(bytes, &limits, size, None)?;
+        let took = t.elapsed();
+        drop(std::hint::black_box(prepared));
+        Ok(took)
     };
     // Warm-up: each file once (page cache, allocator).
     let mut decoded_sizes = Vec::new();
     for bytes in &files {
-        decoded_sizes.push(run(bytes)?.2);
+        run(bytes)?;
+        let decoded = decode_for_model(bytes, &limits, resize_target(size))?;
+        decoded_sizes.push(decoded.image.dimensions());
     }
-    let (mut decodes, mut prepares, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut totals = Vec::new();
     let started = Instant::now();
     while started.elapsed().as_secs_f64() < args.seconds || totals.len() < files.len() {
-        let bytes = &files[totals.len() % files.len()];
-        let (decode, rest, _) = run(bytes)?;
-        decodes.push(decode);
-        prepares.push(rest);
-        totals.push(decode + rest);
+        totals.push(run(&files[totals.len() % files.len()])?);
     }
     let wall = started.elapsed().as_secs_f64();
     let mean = |v: &[Duration]| ms(v.iter().sum::<Duration>()) / v.len() as f64;
-    let (decode_mean, prepare_mean, total_mean) = (mean(&decodes), mean(&prepares), mean(&totals));
+    let total_mean = mean(&totals);
     totals.sort();
     let (p50, p90) = (
         common::percentile_ms(&totals, 0.5),
@@ -123,13 +121,13 @@ fn main() -> anyhow::Result<()> {
         decoded_sizes
     );
     println!(
-        "{} images: {total_mean:.2} ms per image (decode {decode_mean:.2}, resize + crop + \
-         normalise {prepare_mean:.2}), p50 {p50:.2}, p90 {p90:.2}; {per_core:.1} images/s on one core",
+        "{} images: {total_mean:.2} ms per image, p50 {p50:.2}, p90 {p90:.2}; {per_core:.1} \
+         images/s on one core",
         totals.len()
     );
     if let Some(path) = args.json {
         let report = serde_json::json!({
-            "what": "decode + preprocess (image::decode_for_model + prepare), one thread",
+            "what": "decode + preprocess (image::decode_and_prepare, as labeld serve), one thread",
             "engine": "labeld",
             "model": args.model.name(),
             "input_size": size,
@@ -138,8 +136,6 @@ fn main() -> anyhow::Result<()> {
             "decoded_sizes": decoded_sizes,
             "images": totals.len(),
             "mean_ms": total_mean,
-            "decode_mean_ms": decode_mean,
-            "prepare_mean_ms": prepare_mean,
             "p50_ms": p50,
             "p90_ms": p90,
             "images_per_s_one_core": per_core,

@@ -1,12 +1,17 @@
-//! Image validation and decoding: any bytes through the path every door takes
-//! (`read_header`, then `decode_rgb_covering`, then `prepare`), as `src/detect.rs` does.
+//! Image validation and decoding: any bytes through the paths every door takes: `read_header`,
+//! `decode_rgb_covering` then `prepare` (the RGB path, which image properties need), and
+//! `decode_and_prepare` without properties (`src/detect.rs`'s usual call, where a full-size JPEG
+//! goes to the model as its YCbCr planes).
 //!
 //! Checked: no panic, no allocation past what the limits allow (libFuzzer's `-malloc_limit_mb`,
-//! set by `fuzz/run.sh`), a header that agrees with the decoder, and a model input of exactly
+//! set by `fuzz/run.sh`), a header that agrees with the decoder, and model inputs of exactly
 //! 3 x 224 x 224 finite values in -1..1.
 #![no_main]
 
-use labeld::image::{decode_rgb_covering, prepare, read_header, resize_target, ImageLimits};
+use labeld::image::{
+    decode_and_prepare, decode_rgb_covering, prepare, read_header, resize_target, ImageLimits,
+    ModelInput,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Smaller than the service's (250 megapixels, 30,000 px a side), for two reasons: one input
@@ -25,7 +30,25 @@ const LIMITS: ImageLimits = ImageLimits {
 /// The model's input side (EfficientNet-Lite0).
 const SIZE: u32 = 224;
 
+/// A model input of the right size, every value finite and in -1..1.
+fn check_input(input: &ModelInput) {
+    assert_eq!(input.pixels.len(), 3 * (SIZE * SIZE) as usize);
+    assert!(
+        input
+            .pixels
+            .iter()
+            .all(|v| v.is_finite() && (-1.0..=1.0).contains(v)),
+        "model input out of range"
+    );
+    let g = input.geometry;
+    assert!(g.crop_left + SIZE <= g.resized_width && g.crop_top + SIZE <= g.resized_height);
+}
+
 fuzz_target!(|data: &[u8]| {
+    if let Ok(prepared) = decode_and_prepare(data, &LIMITS, SIZE, None) {
+        assert!(read_header(data, &LIMITS).is_ok(), "decode_and_prepare accepted a refused header");
+        check_input(&prepared.input);
+    }
     let header = read_header(data, &LIMITS);
     let decoded = decode_rgb_covering(data, &LIMITS, resize_target(SIZE));
     let (header, rgb) = match (header, decoded) {
@@ -46,15 +69,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(u64::from(w) * u64::from(h) <= LIMITS.max_pixels);
 
     let input = prepare(&rgb, SIZE);
-    assert_eq!(input.pixels.len(), 3 * (SIZE * SIZE) as usize);
-    assert!(
-        input
-            .pixels
-            .iter()
-            .all(|v| v.is_finite() && (-1.0..=1.0).contains(v)),
-        "model input out of range"
-    );
+    check_input(&input);
     let g = input.geometry;
     assert_eq!((g.source_width, g.source_height, g.size), (w, h, SIZE));
-    assert!(g.crop_left + SIZE <= g.resized_width && g.crop_top + SIZE <= g.resized_height);
 });

@@ -11,6 +11,8 @@ use image::codecs::jpeg::JpegDecoder;
 use image::codecs::png::PngDecoder;
 use image::{DynamicImage, ImageDecoder, RgbImage};
 
+use super::ycc::YccImage;
+
 /// The container formats the service accepts. Anything else is refused by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -346,6 +348,69 @@ pub fn decode_for_model(
     short_side: u32,
 ) -> Result<Decoded, DecodeError> {
     let header = read_header(bytes, limits)?;
+    decode_with_header(bytes, limits, &header, short_side)
+}
+
+/// What [`decode_model_input`] decoded: a JPEG's components, or upright RGB pixels.
+pub(super) enum ModelSource {
+    Ycc(YccImage),
+    Rgb(Decoded),
+}
+
+/// [`decode_for_model`] for a caller that only needs the model's input: a JPEG decoded at full
+/// size (no smaller DCT scale covers `short_side`), stored upright, in grey or YCbCr, comes back
+/// as its components, without upsampling or colour conversion (see [`super::ycc`]); everything
+/// else as [`decode_for_model`] decodes it.
+///
+/// # Errors
+/// As [`decode_rgb`].
+pub(super) fn decode_model_input(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    short_side: u32,
+) -> Result<ModelSource, DecodeError> {
+    let header = read_header(bytes, limits)?;
+    if header.format == ImageFormat::Jpeg && header.width.min(header.height) < 2 * short_side {
+        if let Some(ycc) = decode_jpeg_ycc(bytes, &header) {
+            return Ok(ModelSource::Ycc(ycc));
+        }
+    }
+    decode_with_header(bytes, limits, &header, short_side).map(ModelSource::Rgb)
+}
+
+/// The full-size decode to components, or `None` to fall back to the RGB decoders (which then
+/// report any error in the file with their usual message): EXIF orientations other than "as
+/// stored" (the RGB path turns the pixels), and colour spaces other than grey and YCbCr.
+fn decode_jpeg_ycc(bytes: &[u8], header: &ImageHeader) -> Option<YccImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().ok()?;
+    // The planes are allocated from this frame: it must be the one the limits were checked on.
+    let info = decoder.info()?;
+    if (u32::from(info.width), u32::from(info.height)) != (header.width, header.height) {
+        return None;
+    }
+    let turned = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .is_some_and(|o| o != image::metadata::Orientation::NoTransforms);
+    if turned {
+        return None;
+    }
+    let planes = decoder.decode_to_planes().ok()?;
+    if (u32::from(planes.width), u32::from(planes.height)) != (header.width, header.height) {
+        return None;
+    }
+    YccImage::new(header.width as usize, header.height as usize, planes)
+}
+
+/// [`decode_for_model`] once the header is read.
+fn decode_with_header(
+    bytes: &[u8],
+    limits: &ImageLimits,
+    header: &ImageHeader,
+    short_side: u32,
+) -> Result<Decoded, DecodeError> {
+    let header = *header;
     if header.format == ImageFormat::Jpeg && header.width.min(header.height) >= 2 * short_side {
         if let Some(decoded) = decode_jpeg_scaled(bytes, &header, short_side) {
             return Ok(decoded);

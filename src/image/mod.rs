@@ -6,6 +6,7 @@ mod preprocess;
 mod properties;
 mod resize;
 mod resize512;
+mod ycc;
 
 pub use decode::{
     decode_for_model, decode_rgb, decode_rgb_covering, read_header, sniff_format, DecodeError,
@@ -36,6 +37,26 @@ pub fn decode_and_prepare(
     size: u32,
     properties: Option<ColourNames>,
 ) -> Result<Prepared, DecodeError> {
+    if properties.is_none() {
+        // Only the model's input is wanted: a JPEG's components can go to it directly.
+        match decode::decode_model_input(bytes, limits, resize_target(size))? {
+            decode::ModelSource::Ycc(image) => {
+                return Ok(Prepared {
+                    input: preprocess::prepare_ycc(image, size),
+                    properties: None,
+                })
+            }
+            decode::ModelSource::Rgb(decoded) => {
+                let (width, height) = (decoded.original_width, decoded.original_height);
+                let mut input = prepare(&decoded.image, size);
+                input.geometry = input.geometry.with_original(width, height);
+                return Ok(Prepared {
+                    input,
+                    properties: None,
+                });
+            }
+        }
+    }
     let decoded = decode_for_model(bytes, limits, resize_target(size))?;
     let (width, height) = (decoded.original_width, decoded.original_height);
     let mut input = prepare(&decoded.image, size);

@@ -7,7 +7,8 @@
 
 use image::RgbImage;
 
-use super::resize::{resize_bicubic_window, resize_window_planes};
+use super::resize::{resize_bicubic_window, resize_rows_window_planes, resize_window_planes, Rows};
+use super::ycc::YccImage;
 
 /// Where the model's square input came from in the original (upright) image. Needed to map
 /// activation maps back to the photo's pixels.
@@ -139,6 +140,24 @@ pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
     );
     ModelInput {
         pixels: planes,
+        geometry,
+    }
+}
+
+/// [`prepare`] from a JPEG's components instead of an RGB image (see [`super::ycc`]): the same
+/// geometry and resize, colour converted at the crop's pixels.
+pub(super) fn prepare_ycc(mut image: YccImage, size: u32) -> ModelInput {
+    let (width, height) = image.size();
+    let geometry = crop_geometry(width as u32, height as u32, size);
+    let ycc = resize_rows_window_planes(
+        &mut image,
+        geometry.resized_width,
+        geometry.resized_height,
+        geometry.window(),
+        |level| level,
+    );
+    ModelInput {
+        pixels: YccImage::to_rgb(&ycc, normalised),
         geometry,
     }
 }

@@ -267,6 +267,43 @@ pub(super) fn resize_window_planes<T: Copy>(
     src: &RgbImage,
     width: u32,
     height: u32,
+    window: (u32, u32, u32, u32),
+    sample: impl Fn(u8) -> T + Copy,
+) -> Vec<T> {
+    resize_rows_window_planes(&mut ImageRows(src), width, height, window, sample)
+}
+
+/// Where a resize reads its input: rows of three 8-bit channels a pixel.
+pub(super) trait Rows {
+    /// `(width, height)` in pixels.
+    fn size(&self) -> (usize, usize);
+    /// Row `y` (`0..height`), `3 × width` bytes.
+    fn row(&mut self, y: usize) -> &[u8];
+}
+
+/// An RGB image's own rows.
+struct ImageRows<'a>(&'a RgbImage);
+
+impl Rows for ImageRows<'_> {
+    fn size(&self) -> (usize, usize) {
+        (self.0.width() as usize, self.0.height() as usize)
+    }
+
+    fn row(&mut self, y: usize) -> &[u8] {
+        let stride = 3 * self.0.width() as usize;
+        &self.0.as_raw()[y * stride..(y + 1) * stride]
+    }
+}
+
+/// [`resize_window_planes`] of any [`Rows`]: only the rows the window needs are asked for, once
+/// each, top to bottom. The three channels are resized alike, whatever they hold.
+///
+/// # Panics
+/// As [`resize_window_planes`].
+pub(super) fn resize_rows_window_planes<T: Copy>(
+    src: &mut impl Rows,
+    width: u32,
+    height: u32,
     (left, top, w, h): (u32, u32, u32, u32),
     sample: impl Fn(u8) -> T + Copy,
 ) -> Vec<T> {
@@ -274,10 +311,9 @@ pub(super) fn resize_window_planes<T: Copy>(
         width > 0 && height > 0 && w > 0 && h > 0 && left + w <= width && top + h <= height,
         "resize window out of range. This is a bug."
     );
-    let (in_w, in_h) = (src.width() as usize, src.height() as usize);
+    let (in_w, in_h) = src.size();
     let (out_w, out_h) = (width as usize, height as usize);
     let (left, top, win_w, win_h) = (left as usize, top as usize, w as usize, h as usize);
-    let src_raw = src.as_raw();
 
     // Horizontal pass over the input rows the vertical pass will read (Pillow's ybox), for the
     // window's columns only. Skipped, as in Pillow, when the width does not change.
@@ -298,15 +334,16 @@ pub(super) fn resize_window_planes<T: Copy>(
         .chunks_exact_mut(win_w)
         .zip(green.chunks_exact_mut(win_w))
         .zip(blue.chunks_exact_mut(win_w));
-    let lines = src_raw.chunks_exact(in_w * 3).skip(first_row);
+    let lines = first_row..last_row;
     if out_w != in_w {
         let taps = Taps::cached(in_w, out_w);
         let row = horizontal_row_for_this_cpu(&taps, left, win_w);
-        for (((r, g), b), line) in rows.zip(lines) {
-            row(line, [r, g, b]);
+        for (((r, g), b), y) in rows.zip(lines) {
+            row(src.row(y), [r, g, b]);
         }
     } else {
-        for (((r, g), b), line) in rows.zip(lines) {
+        for (((r, g), b), y) in rows.zip(lines) {
+            let line = src.row(y);
             for (x, p) in line[left * 3..].chunks_exact(3).take(win_w).enumerate() {
                 [r[x], g[x], b[x]] = [p[0], p[1], p[2]];
             }

@@ -1,7 +1,10 @@
 //! Real-world image variants (made by `weights/tools/make_variants.py`): every colour layout and
 //! orientation either works or is refused with a clear error.
 
-use labeld::image::{decode_rgb, DecodeError, ImageLimits};
+use labeld::image::{
+    decode_and_prepare, decode_for_model, decode_rgb, prepare, resize_target, DecodeError,
+    ImageLimits,
+};
 use labeld::labels::LabelOptions;
 use labeld::model::ModelKind;
 
@@ -55,6 +58,55 @@ fn every_colour_layout_is_labelled_a_cat() {
     for (name, labels) in names.iter().zip(labeler.label(&refs, &options).unwrap()) {
         let names: Vec<&str> = labels.iter().map(|l| l.label_name.as_str()).collect();
         assert!(names.contains(&"Cat"), "{name}: {names:?}");
+    }
+}
+
+/// A JPEG decoded at full size reaches the model as its components (luma and chroma planes
+/// resized as they are, colour converted at the model's pixels) when nothing else needs its
+/// RGB pixels: the model's input is the RGB path's within a level or two, for every JPEG
+/// layout and orientation (the turned ones and CMYK take the RGB path), in the same geometry.
+#[test]
+fn model_input_from_jpeg_components_is_the_rgb_paths() {
+    let limits = ImageLimits::default();
+    let mut files: Vec<(String, Vec<u8>)> = [
+        "rgb.jpg",
+        "progressive.jpg",
+        "cmyk.jpg",
+        "gray.jpg",
+        "one_pixel.jpg",
+        "exif_o1.jpg",
+        "exif_o6.jpg",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), variant(n)))
+    .collect();
+    files.push(("rocket.jpg".into(), read_fixture("rocket.jpg")));
+    files.push(("cat_jpeg(1)".into(), cat_jpeg(1, None)));
+    for kind in [ModelKind::EfficientNetLite0, ModelKind::EfficientNetLite2] {
+        let size = kind.input_size();
+        for (name, bytes) in &files {
+            let fast = decode_and_prepare(bytes, &limits, size, None)
+                .unwrap()
+                .input;
+            let decoded = decode_for_model(bytes, &limits, resize_target(size)).unwrap();
+            let mut slow = prepare(&decoded.image, size);
+            slow.geometry = slow
+                .geometry
+                .with_original(decoded.original_width, decoded.original_height);
+            assert_eq!(fast.geometry, slow.geometry, "{name} at {size}");
+            let levels: Vec<f32> = fast
+                .pixels
+                .iter()
+                .zip(&slow.pixels)
+                .map(|(a, b)| (a - b).abs() * 128.0)
+                .collect();
+            let mean = levels.iter().sum::<f32>() / levels.len() as f32;
+            let max = levels.iter().copied().fold(0.0, f32::max);
+            assert!(
+                mean < 1.0,
+                "{name} at {size}: mean {mean} levels (max {max})"
+            );
+        }
     }
 }
 

@@ -127,6 +127,41 @@ pub struct Decoder<R> {
 
     // Maximum allowed size of decoded image buffer
     decoding_buffer_size_limit: usize,
+
+    // labeld: where `decode_to_planes` asks for the components before upsampling and colour
+    // conversion (`Some`), and gets them back.
+    planes_out: Option<Vec<Vec<u8>>>,
+}
+
+/// labeld: one colour component as the IDCT left it, before upsampling and colour conversion
+/// (see [`Decoder::decode_to_planes`]).
+#[derive(Clone, Debug)]
+pub struct Plane {
+    /// Samples a row that belong to the image (the component's own resolution).
+    pub width: usize,
+    /// Rows that belong to the image.
+    pub height: usize,
+    /// Bytes from one row to the next in `data` (at least `width`: whole blocks).
+    pub stride: usize,
+    /// The component's horizontal sampling factor, to compare with the frame's largest.
+    pub horizontal_sampling_factor: u8,
+    /// The component's vertical sampling factor, to compare with the frame's largest.
+    pub vertical_sampling_factor: u8,
+    /// `height` rows of `stride` bytes (or more).
+    pub data: Vec<u8>,
+}
+
+/// labeld: a decoded image as its components (see [`Decoder::decode_to_planes`]).
+#[derive(Clone, Debug)]
+pub struct Planes {
+    /// The image's width (after any `scale`).
+    pub width: u16,
+    /// The image's height (after any `scale`).
+    pub height: u16,
+    /// What turns the components into pixels.
+    pub color_transform: ColorTransform,
+    /// One per component, in the frame's order.
+    pub planes: Vec<Plane>,
 }
 
 impl<R: BufRead> Decoder<R> {
@@ -150,6 +185,7 @@ impl<R: BufRead> Decoder<R> {
             coefficients: Vec::new(),
             coefficients_finished: [0; MAX_COMPONENTS],
             decoding_buffer_size_limit: usize::MAX,
+            planes_out: None,
         }
     }
 
@@ -292,6 +328,40 @@ impl<R: BufRead> Decoder<R> {
     /// Decodes the image and returns the decoded pixels if successful.
     pub fn decode(&mut self) -> Result<Vec<u8>> {
         WorkerScope::with(|worker| self.decode_internal(false, worker))
+    }
+
+    /// labeld: decodes the image but stops before upsampling and colour conversion, returning
+    /// each component at its own resolution. A caller that resizes the image anyway can then
+    /// resize the chroma planes from their own size and convert colour at the output's size,
+    /// instead of upsampling and converting every pixel of the original. Lossless JPEGs
+    /// (16-bit samples) are `Unsupported`.
+    pub fn decode_to_planes(&mut self) -> Result<Planes> {
+        self.planes_out = Some(Vec::new());
+        let decoded = WorkerScope::with(|worker| self.decode_internal(false, worker));
+        let planes = self.planes_out.take();
+        decoded?;
+        let (Some(planes), Some(frame)) = (planes, self.frame.as_ref()) else {
+            return Err(Error::Format("lossless JPEG: no 8-bit planes".to_owned()));
+        };
+        let planes = frame
+            .components
+            .iter()
+            .zip(planes)
+            .map(|(component, data)| Plane {
+                width: usize::from(component.size.width),
+                height: usize::from(component.size.height),
+                stride: usize::from(component.block_size.width) * component.dct_scale,
+                horizontal_sampling_factor: component.horizontal_sampling_factor,
+                vertical_sampling_factor: component.vertical_sampling_factor,
+                data,
+            })
+            .collect();
+        Ok(Planes {
+            width: frame.output_size.width,
+            height: frame.output_size.height,
+            color_transform: self.determine_color_transform(),
+            planes,
+        })
     }
 
     fn decode_internal(
@@ -684,7 +754,16 @@ impl<R: BufRead> Decoder<R> {
         }
 
         if frame.coding_process == CodingProcess::Lossless {
+            // labeld: `decode_to_planes` has no 16-bit planes to give.
+            self.planes_out = None;
             compute_image_lossless(frame, planes_u16)
+        } else if self.planes_out.is_some() {
+            // labeld: `decode_to_planes` takes the components as they are.
+            if planes.is_empty() || planes.iter().any(Vec::is_empty) {
+                return Err(Error::Format("not all components have data".to_owned()));
+            }
+            self.planes_out = Some(planes);
+            Ok(Vec::new())
         } else {
             compute_image(
                 &frame.components,
