@@ -348,7 +348,7 @@ pub fn decode_for_model(
     short_side: u32,
 ) -> Result<Decoded, DecodeError> {
     let header = read_header(bytes, limits)?;
-    decode_with_header(bytes, limits, &header, short_side)
+    decode_with_header(bytes, limits, header, short_side)
 }
 
 /// What [`decode_model_input`] decoded: a JPEG's components, or upright RGB pixels.
@@ -375,7 +375,7 @@ pub(super) fn decode_model_input(
             return Ok(ModelSource::Ycc(ycc));
         }
     }
-    decode_with_header(bytes, limits, &header, short_side).map(ModelSource::Rgb)
+    decode_with_header(bytes, limits, header, short_side).map(ModelSource::Rgb)
 }
 
 /// The full-size decode to components, or `None` to fall back to the RGB decoders (which then
@@ -407,10 +407,9 @@ fn decode_jpeg_ycc(bytes: &[u8], header: &ImageHeader) -> Option<YccImage> {
 fn decode_with_header(
     bytes: &[u8],
     limits: &ImageLimits,
-    header: &ImageHeader,
+    header: ImageHeader,
     short_side: u32,
 ) -> Result<Decoded, DecodeError> {
-    let header = *header;
     if header.format == ImageFormat::Jpeg && header.width.min(header.height) >= 2 * short_side {
         if let Some(decoded) = decode_jpeg_scaled(bytes, &header, short_side) {
             return Ok(decoded);

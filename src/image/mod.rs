@@ -37,7 +37,7 @@ pub fn decode_and_prepare(
     size: u32,
     properties: Option<ColourNames>,
 ) -> Result<Prepared, DecodeError> {
-    if properties.is_none() {
+    let decoded = if properties.is_none() {
         // Only the model's input is wanted: a JPEG's components can go to it directly.
         match decode::decode_model_input(bytes, limits, resize_target(size))? {
             decode::ModelSource::Ycc(image) => {
@@ -46,18 +46,11 @@ pub fn decode_and_prepare(
                     properties: None,
                 })
             }
-            decode::ModelSource::Rgb(decoded) => {
-                let (width, height) = (decoded.original_width, decoded.original_height);
-                let mut input = prepare(&decoded.image, size);
-                input.geometry = input.geometry.with_original(width, height);
-                return Ok(Prepared {
-                    input,
-                    properties: None,
-                });
-            }
+            decode::ModelSource::Rgb(decoded) => decoded,
         }
-    }
-    let decoded = decode_for_model(bytes, limits, resize_target(size))?;
+    } else {
+        decode_for_model(bytes, limits, resize_target(size))?
+    };
     let (width, height) = (decoded.original_width, decoded.original_height);
     let mut input = prepare(&decoded.image, size);
     input.geometry = input.geometry.with_original(width, height);
