@@ -193,8 +193,9 @@ def main():
         p('')
         p('## Decoding and preprocessing (one thread, the same files)')
         p('')
-        p('labeld: `examples/decode` (`decode_for_model` + `prepare`, as a decode worker runs them: the scaled '
-          'JPEG decode where the file allows, resize, centre crop, normalise). libjpeg-turbo: '
+        p('labeld: `examples/decode` (`decode_and_prepare`, as a decode worker runs it: the scaled JPEG decode '
+          'where the file allows, a full-size JPEG\'s YCbCr planes resized straight to the crop, resize, centre '
+          'crop, normalise). libjpeg-turbo: '
           '`bench/decode_bench.py` (Pillow `draft()` to the smallest covering DCT scale, bicubic crop, '
           'normalise). Per image, one core. **Ceiling**: on this machine\'s '
           f'{cores} CPUs an image costs the model `{cores} / model-only images/s` CPU-seconds plus its '
