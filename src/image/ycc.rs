@@ -2,8 +2,10 @@
 //! at half resolution), made into the model's input without an RGB image of the original.
 //!
 //! Why: an ImageNet-size photo is decoded at full size (no smaller DCT scale covers the model's
-//! input), and upsampling its chroma and converting every pixel to RGB took about a fifth of its
-//! decoding. The model only sees a centre crop of a downscaled copy. So the components are
+//! input), chroma upsampled and every pixel converted to RGB, though the model only sees a
+//! centre crop of a downscaled copy. Skipping that (and zune-jpeg for jpeg-decoder's faster
+//! entropy decoding) took decoding and preprocessing from 0.67 to 0.60 ms of CPU a photo for
+//! Lite0 (`examples/decode`, 2026-12-06; BENCHMARKS.md). So the components are
 //! resized as they are, three channels alike (luma, blue and red difference), and colour is
 //! converted once per model pixel. Chroma is repeated over the luma pixels it covers (its
 //! JFIF siting) as the resize reads each row; the resize's own filter then smooths it, where a
