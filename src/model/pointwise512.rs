@@ -23,6 +23,8 @@ pub const PANEL: usize = 16;
 /// Pixels per micro-kernel call: 12 x 2 accumulators + 2 weights + 1 broadcast = 27 of the 32
 /// vector registers.
 const MR: usize = 12;
+/// Input channels per trip of the micro-kernel's loop.
+const K_UNROLL: usize = 4;
 /// Pixels per task: a few micro-kernel rows, so the input block stays in L1 across panels.
 const BLOCK_ROWS: usize = MR * 4;
 
@@ -263,8 +265,9 @@ unsafe fn small<const NB: usize>(t: &Tile, m: usize) {
 #[inline]
 unsafe fn tile<const M: usize, const NB: usize>(t: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); NB]; M];
-    let mut w = [_mm512_setzero_ps(); NB];
-    for kk in 0..t.k {
+    // One input channel: NB weight rows, then each pixel's value broadcast against them.
+    let step = |acc: &mut [[__m512; NB]; M], kk: usize| {
+        let mut w = [_mm512_setzero_ps(); NB];
         for (b, wb) in w.iter_mut().enumerate() {
             *wb = _mm512_loadu_ps(t.w.add((b * t.k + kk) * PANEL));
         }
@@ -274,29 +277,65 @@ unsafe fn tile<const M: usize, const NB: usize>(t: &Tile) {
                 acc_r[b] = _mm512_fmadd_ps(x, w[b], acc_r[b]);
             }
         }
+    };
+    // Four channels per trip: the pixels' addresses are computed once for the four (constant
+    // displacements after that), which keeps the integer work off the two FMA ports.
+    let mut kk = 0;
+    while kk + K_UNROLL <= t.k {
+        for u in 0..K_UNROLL {
+            step(&mut acc, kk + u);
+        }
+        kk += K_UNROLL;
     }
-    let zero = _mm512_setzero_ps();
-    let six = _mm512_set1_ps(6.0);
+    while kk < t.k {
+        step(&mut acc, kk);
+        kk += 1;
+    }
+    let mut mask = [0xFFFF as __mmask16; NB];
+    let mut bias = [_mm512_setzero_ps(); NB];
     for b in 0..NB {
         let lanes = t.channels.saturating_sub(b * PANEL).min(PANEL);
-        let mask: __mmask16 = if lanes == PANEL {
-            0xFFFF
-        } else {
-            (1u16 << lanes) - 1
-        };
-        let bias = _mm512_loadu_ps(t.bias.add(b * PANEL));
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut v = _mm512_add_ps(acc_r[b], bias);
-            if let Some(res) = t.residual {
+        if lanes < PANEL {
+            mask[b] = (1u16 << lanes) - 1;
+        }
+        bias[b] = _mm512_loadu_ps(t.bias.add(b * PANEL));
+    }
+    // One fully unrolled store loop per (residual, ReLU6) case: with the branches inside it,
+    // LLVM kept the accumulators in a stack array (zeroed by a `memset` call per tile) to index
+    // them from a rolled loop.
+    match (t.residual, t.relu6) {
+        (None, false) => epilogue::<M, NB, false, false>(t, &acc, &mask, &bias, std::ptr::null()),
+        (None, true) => epilogue::<M, NB, false, true>(t, &acc, &mask, &bias, std::ptr::null()),
+        (Some(res), false) => epilogue::<M, NB, true, false>(t, &acc, &mask, &bias, res),
+        (Some(res), true) => epilogue::<M, NB, true, true>(t, &acc, &mask, &bias, res),
+    }
+}
+
+/// `c = act(acc + bias [+ residual])` for one tile, stored with each panel's channel mask.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn epilogue<const M: usize, const NB: usize, const RES: bool, const RELU6: bool>(
+    t: &Tile,
+    acc: &[[__m512; NB]; M],
+    mask: &[__mmask16; NB],
+    bias: &[__m512; NB],
+    residual: *const f32,
+) {
+    let zero = _mm512_setzero_ps();
+    let six = _mm512_set1_ps(6.0);
+    for (r, acc_r) in acc.iter().enumerate() {
+        for b in 0..NB {
+            let mut v = _mm512_add_ps(acc_r[b], bias[b]);
+            if RES {
                 v = _mm512_add_ps(
                     v,
-                    _mm512_maskz_loadu_ps(mask, res.add(r * t.ldc + b * PANEL)),
+                    _mm512_maskz_loadu_ps(mask[b], residual.add(r * t.ldc + b * PANEL)),
                 );
             }
-            if t.relu6 {
+            if RELU6 {
                 v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
             }
-            _mm512_mask_storeu_ps(t.c.add(r * t.ldc + b * PANEL), mask, v);
+            _mm512_mask_storeu_ps(t.c.add(r * t.ldc + b * PANEL), mask[b], v);
         }
     }
 }
