@@ -86,26 +86,63 @@ impl YccImage {
     /// [`super::resize::resize_rows_window_planes`] writes them) as the model's RGB input:
     /// JFIF's conversion in libjpeg's 16-bit fixed point (`jdcolor.c`), each channel clamped to
     /// an 8-bit level as an RGB decode would store it, then `sample`d into CHW.
-    pub fn to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32) -> Vec<f32> {
-        const HALF: i32 = 1 << 15;
-        let n = ycc.len() / 3;
-        let (luma, rest) = ycc.split_at(n);
-        let (cb, cr) = rest.split_at(n);
-        let mut out = vec![0f32; 3 * n];
-        let (red, rest) = out.split_at_mut(n);
-        let (green, blue) = rest.split_at_mut(n);
-        let level = |v: i32| v.clamp(0, 255) as u8;
-        let pixels = luma.iter().zip(cb).zip(cr);
-        let outputs = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
-        for (((&y, &b), &r), ((red, green), blue)) in pixels.zip(outputs) {
-            let (y, b, r) = (i32::from(y), i32::from(b) - 128, i32::from(r) - 128);
-            // 1.402, 0.344136, 0.714136 and 1.772 times 2^16.
-            *red = sample(level(y + ((91_881 * r + HALF) >> 16)));
-            *green = sample(level(y + ((-22_554 * b - 46_802 * r + HALF) >> 16)));
-            *blue = sample(level(y + ((116_130 * b + HALF) >> 16)));
+    ///
+    /// One channel after the other, each a straight pass that writes its plane in order: the
+    /// compiler vectorises those (eight pixels a step with AVX2), where one loop writing three
+    /// planes a pixel at a time into a zeroed buffer took ~12 % of decoding and preprocessing a
+    /// photo (`perf`, `examples/decode`).
+    pub fn to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { to_rgb_avx2(ycc, sample) };
+            }
         }
-        out
+        to_rgb_portable(ycc, sample)
     }
+}
+
+/// [`to_rgb_portable`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn to_rgb_avx2(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+    to_rgb_portable(ycc, sample)
+}
+
+/// [`YccImage::to_rgb`]: JFIF's YCbCr to RGB in libjpeg's 16-bit fixed point (`jdcolor.c`), each
+/// channel clamped to an 8-bit level.
+#[inline(always)]
+fn to_rgb_portable(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+    const HALF: i32 = 1 << 15;
+    let n = ycc.len() / 3;
+    let (luma, rest) = ycc.split_at(n);
+    let (cb, cr) = rest.split_at(n);
+    let level =
+        |y: u8, offset: i32| sample((i32::from(y) + ((offset + HALF) >> 16)).clamp(0, 255) as u8);
+    let diff = |c: u8| i32::from(c) - 128;
+    // 1.402, 0.344136, 0.714136 and 1.772 times 2^16.
+    let mut out = Vec::with_capacity(3 * n);
+    out.extend(
+        luma.iter()
+            .zip(cr)
+            .map(|(&y, &r)| level(y, 91_881 * diff(r))),
+    );
+    out.extend(
+        luma.iter()
+            .zip(cb)
+            .zip(cr)
+            .map(|((&y, &b), &r)| level(y, -22_554 * diff(b) - 46_802 * diff(r))),
+    );
+    out.extend(
+        luma.iter()
+            .zip(cb)
+            .map(|(&y, &b)| level(y, 116_130 * diff(b))),
+    );
+    out
 }
 
 impl Rows for YccImage {
