@@ -39,7 +39,7 @@ pub fn decode_and_prepare(
 ) -> Result<Prepared, DecodeError> {
     let decoded = if properties.is_none() {
         // Only the model's input is wanted: a JPEG's components can go to it directly.
-        match decode::decode_model_input(bytes, limits, resize_target(size))? {
+        match decode::decode_model_input(bytes, limits, size)? {
             decode::ModelSource::Ycc(image) => {
                 return Ok(Prepared {
                     input: preprocess::prepare_ycc(image, size),

@@ -7,7 +7,9 @@
 
 use image::RgbImage;
 
-use super::resize::{resize_bicubic_window, resize_rows_window_planes, resize_window_planes, Rows};
+use super::resize::{
+    resize_bicubic_window, resize_rows_window_planes, resize_window_planes, source_window, Rows,
+};
 use super::ycc::YccImage;
 
 /// Where the model's square input came from in the original (upright) image. Needed to map
@@ -142,6 +144,19 @@ pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
         pixels: planes,
         geometry,
     }
+}
+
+/// The pixels of a `width × height` image that [`prepare`] (and [`prepare_ycc`]) read for a
+/// model input of `size`, as `(left, top, right, bottom)` with exclusive ends: the centre crop's
+/// source and the resize filter's reach around it.
+pub(super) fn model_window(width: u32, height: u32, size: u32) -> (usize, usize, usize, usize) {
+    let g = crop_geometry(width, height, size);
+    source_window(
+        (width as usize, height as usize),
+        g.resized_width,
+        g.resized_height,
+        g.window(),
+    )
 }
 
 /// [`prepare`] from a JPEG's components instead of an RGB image (see [`super::ycc`]): the same

@@ -318,14 +318,7 @@ pub(super) fn resize_rows_window_planes<T: Copy>(
     // Horizontal pass over the input rows the vertical pass will read (Pillow's ybox), for the
     // window's columns only. Skipped, as in Pillow, when the width does not change.
     let vertical = (out_h != in_h).then(|| Taps::cached(in_h, out_h));
-    let (first_row, last_row) = match &vertical {
-        None => (top, top + win_h),
-        Some(taps) => {
-            let (first, _) = taps.bounds[top];
-            let (start, count) = taps.bounds[top + win_h - 1];
-            (first, start + count)
-        }
-    };
+    let (first_row, last_row) = read_span(vertical.as_deref(), top, win_h);
     let plane = (last_row - first_row) * win_w;
     let mut temp = vec![0u8; 3 * plane];
     let (red, rest) = temp.split_at_mut(plane);
@@ -366,6 +359,43 @@ pub(super) fn resize_rows_window_planes<T: Copy>(
         vertical_pass_for_this_cpu(&window, &mut out, sample);
     }
     out
+}
+
+/// The input indices `first..end` that output pixels `start..start + len` of an axis read:
+/// `taps` of a resized axis, or the same indices where the axis keeps its size (`None`).
+fn read_span(taps: Option<&Taps>, start: usize, len: usize) -> (usize, usize) {
+    match taps {
+        None => (start, start + len),
+        Some(taps) => taps.bounds[start..start + len]
+            .iter()
+            .fold((usize::MAX, 0), |(first, end), &(from, count)| {
+                (first.min(from), end.max(from + count))
+            }),
+    }
+}
+
+/// The input pixels [`resize_rows_window_planes`] reads for the `(left, top, w, h)` window of a
+/// resize of `in_w × in_h` to `width × height`, as `(left, top, right, bottom)` with exclusive
+/// ends: a decoder that is told this may leave everything outside it undecoded.
+///
+/// # Panics
+/// As [`resize_window_planes`].
+pub(super) fn source_window(
+    (in_w, in_h): (usize, usize),
+    width: u32,
+    height: u32,
+    (left, top, w, h): (u32, u32, u32, u32),
+) -> (usize, usize, usize, usize) {
+    assert!(
+        width > 0 && height > 0 && w > 0 && h > 0 && left + w <= width && top + h <= height,
+        "resize window out of range. This is a bug."
+    );
+    let (out_w, out_h) = (width as usize, height as usize);
+    let columns = (out_w != in_w).then(|| Taps::cached(in_w, out_w));
+    let rows = (out_h != in_h).then(|| Taps::cached(in_h, out_h));
+    let (x0, x1) = read_span(columns.as_deref(), left as usize, w as usize);
+    let (y0, y1) = read_span(rows.as_deref(), top as usize, h as usize);
+    (x0, y0, x1, y1)
 }
 
 /// The vertical pass's input: the horizontal pass's rows `first_row..` (each `stride` bytes)

@@ -131,6 +131,58 @@ pub struct Decoder<R> {
     // labeld: where `decode_to_planes` asks for the components before upsampling and colour
     // conversion (`Some`), and gets them back.
     planes_out: Option<Vec<Vec<u8>>>,
+    // labeld: the pixels `decode_to_planes_within` needs; blocks outside are not transformed,
+    // and a baseline scan stops below them (`stopped_early`).
+    planes_window: Option<PlanesWindow>,
+    stopped_early: bool,
+}
+
+/// labeld: the frame's largest horizontal and vertical sampling factors.
+fn max_factors(frame: &FrameInfo) -> (u8, u8) {
+    let max = |factor: fn(&Component) -> u8| frame.components.iter().map(factor).max().unwrap_or(1);
+    (
+        max(|c| c.horizontal_sampling_factor),
+        max(|c| c.vertical_sampling_factor),
+    )
+}
+
+/// labeld: the part of an image a caller of [`Decoder::decode_to_planes_within`] reads, in the
+/// image's pixels (`left..right` × `top..bottom`, at full scale).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanesWindow {
+    /// First column.
+    pub left: usize,
+    /// First row.
+    pub top: usize,
+    /// One past the last column.
+    pub right: usize,
+    /// One past the last row.
+    pub bottom: usize,
+}
+
+impl PlanesWindow {
+    /// The blocks of `component` (of a frame whose largest sampling factors are `max`) that hold
+    /// the window's samples, as `(columns, rows)` ranges of block indices. A component sample
+    /// covers `max / factor` image pixels along each axis, starting at a multiple of that.
+    pub(crate) fn blocks(
+        &self,
+        component: &Component,
+        max: (u8, u8),
+    ) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+        let across = usize::from(max.0 / component.horizontal_sampling_factor.max(1)).max(1);
+        let down = usize::from(max.1 / component.vertical_sampling_factor.max(1)).max(1);
+        let span = |from: usize, to: usize, per: usize, block: usize| {
+            if to <= from {
+                return 0..0;
+            }
+            from / per / block..(to - 1) / per / block + 1
+        };
+        let block = component.dct_scale.max(1);
+        (
+            span(self.left, self.right, across, block),
+            span(self.top, self.bottom, down, block),
+        )
+    }
 }
 
 /// labeld: one colour component as the IDCT left it, before upsampling and colour conversion
@@ -186,6 +238,8 @@ impl<R: BufRead> Decoder<R> {
             coefficients_finished: [0; MAX_COMPONENTS],
             decoding_buffer_size_limit: usize::MAX,
             planes_out: None,
+            planes_window: None,
+            stopped_early: false,
         }
     }
 
@@ -339,6 +393,8 @@ impl<R: BufRead> Decoder<R> {
         self.planes_out = Some(Vec::new());
         let decoded = WorkerScope::with(|worker| self.decode_internal(false, worker));
         let planes = self.planes_out.take();
+        self.planes_window = None;
+        self.stopped_early = false;
         decoded?;
         let (Some(planes), Some(frame)) = (planes, self.frame.as_ref()) else {
             return Err(Error::Format("lossless JPEG: no 8-bit planes".to_owned()));
@@ -362,6 +418,17 @@ impl<R: BufRead> Decoder<R> {
             color_transform: self.determine_color_transform(),
             planes,
         })
+    }
+
+    /// labeld: [`Decoder::decode_to_planes`] for a caller that reads only `window` of the image
+    /// (a resize to a centre crop): the blocks of each component that hold none of the window's
+    /// samples are not transformed (they stay zero), and when the image is one interleaved
+    /// baseline scan, decoding stops after the last row of blocks the window needs (the rest
+    /// of the planes stays zero too, and the rest of the file is not read). Everything inside
+    /// the window is what `decode_to_planes` gives.
+    pub fn decode_to_planes_within(&mut self, window: PlanesWindow) -> Result<Planes> {
+        self.planes_window = Some(window);
+        self.decode_to_planes()
     }
 
     fn decode_internal(
@@ -548,6 +615,10 @@ impl<R: BufRead> Decoder<R> {
                     }
 
                     scans_processed += 1;
+                    // labeld: the scan stopped below `planes_window`: nothing after it is read.
+                    if self.stopped_early {
+                        break;
+                    }
                 }
 
                 // Table-specification and miscellaneous markers
@@ -936,6 +1007,10 @@ impl<R: BufRead> Decoder<R> {
                 };
 
                 worker.start(row_data)?;
+                // labeld: only the blocks `decode_to_planes_within` reads are transformed.
+                if let Some(window) = self.planes_window {
+                    worker.set_blocks(i, window.blocks(component, max_factors(frame)));
+                }
             }
         }
 
@@ -991,8 +1066,29 @@ impl<R: BufRead> Decoder<R> {
             )
         };
 
+        // labeld: in `decode_to_planes_within`, a scan that completes every component in one
+        // interleaved baseline pass ends after the last MCU row holding a row of the window.
+        let last_mcu_row = match self.planes_window {
+            Some(window)
+                if sequential
+                    && !is_progressive
+                    && is_interleaved
+                    && components.len() == frame.components.len()
+                    && finished[..components.len()].iter().all(|&f| f) =>
+            {
+                let rows = usize::from(max_factors(frame).1) * components[0].dct_scale;
+                Some(window.bottom.max(1).saturating_sub(1) / rows.max(1))
+            }
+            _ => None,
+        };
+        let mut stopped_early = false;
+
         for mcu_y in 0..max_mcu_y {
             if mcu_y * 8 >= frame.image_size.height {
+                break;
+            }
+            if last_mcu_row.is_some_and(|last| usize::from(mcu_y) > last) {
+                stopped_early = true;
                 break;
             }
 
@@ -1158,7 +1254,14 @@ impl<R: BufRead> Decoder<R> {
             }
         }
 
-        let mut marker = huffman.take_marker(&mut self.reader)?;
+        // labeld: a scan that stopped early leaves the reader inside its entropy-coded data;
+        // `decode_internal` reads nothing more.
+        self.stopped_early = stopped_early;
+        let mut marker = if stopped_early {
+            None
+        } else {
+            huffman.take_marker(&mut self.reader)?
+        };
         while let Some(Marker::RST(_)) = marker {
             marker = self.read_marker().ok();
         }

@@ -1,6 +1,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem;
+use core::ops::Range;
 use crate::decoder::MAX_COMPONENTS;
 use crate::error::Result;
 use crate::idct::dequantize_and_idct_block;
@@ -13,6 +14,8 @@ pub struct ImmediateWorker {
     results: Vec<Vec<u8>>,
     components: Vec<Option<Component>>,
     quantization_tables: Vec<Option<Arc<[u16; 64]>>>,
+    // labeld: the blocks to transform, per component (`None`: all).
+    blocks: [Option<(Range<usize>, Range<usize>)>; MAX_COMPONENTS],
 }
 
 impl Default for ImmediateWorker {
@@ -22,6 +25,7 @@ impl Default for ImmediateWorker {
             results: vec![Vec::new(); MAX_COMPONENTS],
             components: vec![None; MAX_COMPONENTS],
             quantization_tables: vec![None; MAX_COMPONENTS],
+            blocks: Default::default(),
         }
     }
 }
@@ -34,6 +38,7 @@ impl ImmediateWorker {
         self.results[data.index].resize(data.component.block_size.width as usize * data.component.block_size.height as usize * data.component.dct_scale * data.component.dct_scale, 0u8);
         self.components[data.index] = Some(data.component);
         self.quantization_tables[data.index] = Some(data.quantization_table);
+        self.blocks[data.index] = None;
     }
 
     pub fn append_row_immediate(&mut self, (index, data): (usize, Vec<i16>)) {
@@ -45,10 +50,18 @@ impl ImmediateWorker {
         let line_stride = component.block_size.width as usize * component.dct_scale;
 
         assert_eq!(data.len(), block_count * 64);
+        // labeld: the block row this MCU row starts at, to skip blocks outside `blocks`.
+        let first_block_row = self.offsets[index] / (line_stride * component.dct_scale).max(1);
 
         for i in 0..block_count {
-            let x = (i % component.block_size.width as usize) * component.dct_scale;
-            let y = (i / component.block_size.width as usize) * component.dct_scale;
+            let (column, row) = (i % component.block_size.width as usize, i / component.block_size.width as usize);
+            if let Some((columns, rows)) = &self.blocks[index] {
+                if !columns.contains(&column) || !rows.contains(&(first_block_row + row)) {
+                    continue;
+                }
+            }
+            let x = column * component.dct_scale;
+            let y = row * component.dct_scale;
 
             let coefficients = data[i * 64..(i + 1) * 64].try_into().unwrap();
             let output = &mut self.results[index][self.offsets[index] + y * line_stride + x..];
@@ -65,6 +78,9 @@ impl ImmediateWorker {
 }
 
 impl Worker for ImmediateWorker {
+    fn set_blocks(&mut self, index: usize, blocks: (Range<usize>, Range<usize>)) {
+        self.blocks[index] = Some(blocks);
+    }
     fn start(&mut self, data: RowData) -> Result<()> {
         self.start_immediate(data);
         Ok(())

@@ -25,6 +25,9 @@ pub trait Worker {
     fn start(&mut self, row_data: RowData) -> Result<()>;
     fn append_row(&mut self, row: (usize, Vec<i16>)) -> Result<()>;
     fn get_result(&mut self, index: usize) -> Result<Vec<u8>>;
+    /// labeld: transform only these `(columns, rows)` of component `index`'s blocks (set after
+    /// `start`); the others stay zero. A worker may transform every block instead.
+    fn set_blocks(&mut self, _index: usize, _blocks: (core::ops::Range<usize>, core::ops::Range<usize>)) {}
     /// Default implementation for spawning multiple tasks.
     fn append_rows(&mut self, row: &mut dyn Iterator<Item = (usize, Vec<i16>)>) -> Result<()> {
         for item in row {
