@@ -737,6 +737,9 @@ mod tests {
         // The photos' windows leave out part of the image (otherwise nothing was tested).
         let header = read_header(&files[1].1, &limits).expect("a valid JPEG");
         let (left, top, right, bottom) = model_window(header.width, header.height, 224);
-        assert!(right - left < 400 && bottom - top < 375, "{left} {top} {right} {bottom}");
+        assert!(
+            right - left < 400 && bottom - top < 375,
+            "{left} {top} {right} {bottom}"
+        );
     }
 }

@@ -25,24 +25,25 @@ pub struct Geometry {
     pub ow: usize,
 }
 
-/// Whether [`row_for`] has a kernel for a `kernel` x `kernel` convolution of stride `stride`.
+/// Whether [`rows_for`] has a kernel for a `kernel` x `kernel` convolution of stride `stride`.
 pub fn supports(kernel: usize, stride: usize) -> bool {
     matches!((kernel, stride), (3 | 5, 1 | 2))
 }
 
-/// [`row`] for the layer's kernel size and the geometry's stride, with the output pixels per
+/// [`rows`] for the layer's kernel size and the geometry's stride, with the output pixels per
 /// group measured best for each (`depthwise_speed`, one thread): 8 for 3x3 stride 1, 4
 /// otherwise (3x3 stride 2 with 8 reads 17 columns a row and ran at 28 GFLOP/s against 38;
-/// 5x5 with 8 was faster on 33x33 maps and slower on 17x17 ones).
+/// 5x5 with 8 was faster on 33x33 maps and slower on 17x17 ones). `count` output rows (1 or
+/// 2) from `oy`.
 ///
 /// # Safety
-/// As [`row`]; and [`supports`]`(kernel, g.stride)`.
+/// As [`rows`]; and [`supports`]`(kernel, g.stride)`.
 ///
 /// # Panics
-/// When the shape is not supported (callers check [`supports`] first).
+/// When the shape is not supported (callers check [`supports`] first), or `count` is not 1 or 2.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn row_for(
+pub unsafe fn rows_for(
     kernel: usize,
     g: &Geometry,
     input: &[f32],
@@ -50,14 +51,29 @@ pub unsafe fn row_for(
     bias: &[f32],
     relu6: bool,
     oy: usize,
+    count: usize,
     out: &mut [f32],
 ) {
-    match (kernel, g.stride) {
-        (3, 1) => row::<3, 8, 1>(g, input, weight, bias, relu6, oy, out),
-        (3, 2) => row::<3, 4, 2>(g, input, weight, bias, relu6, oy, out),
-        (5, 1) => row::<5, 4, 1>(g, input, weight, bias, relu6, oy, out),
-        (5, 2) => row::<5, 4, 2>(g, input, weight, bias, relu6, oy, out),
-        (k, s) => panic!("no AVX-512 depthwise kernel for {k}x{k} stride {s}. This is a bug."),
+    match (kernel, g.stride, count) {
+        (3, 1, 1) => rows::<3, 8, 1, 1>(g, input, weight, bias, relu6, oy, out),
+        (3, 1, 2) => rows::<3, 8, 1, 2>(g, input, weight, bias, relu6, oy, out),
+        (5, 1, 1) => rows::<5, 4, 1, 1>(g, input, weight, bias, relu6, oy, out),
+        (5, 1, 2) => rows::<5, 4, 1, 2>(g, input, weight, bias, relu6, oy, out),
+        // Stride 2: two rows share one input row of three (five), which did not pay for the
+        // registers (3x3: 21 GFLOP/s in pairs against 25 one at a time).
+        (k @ (3 | 5), 2, 1 | 2) => {
+            let row_len = g.ow * g.channels;
+            for (n, out) in out.chunks_mut(row_len).take(count).enumerate() {
+                if k == 3 {
+                    rows::<3, 4, 2, 1>(g, input, weight, bias, relu6, oy + n, out);
+                } else {
+                    rows::<5, 4, 2, 1>(g, input, weight, bias, relu6, oy + n, out);
+                }
+            }
+        }
+        (k, s, n) => {
+            panic!("no AVX-512 depthwise kernel for {k}x{k} stride {s}, {n} rows. This is a bug.")
+        }
     }
 }
 
@@ -65,9 +81,9 @@ pub unsafe fn row_for(
 /// dispatched (3x3 R 8 stride 2: 17).
 const MAX_SPAN: usize = 17;
 
-/// Output row `oy` of one image, `R` output pixels at a time. `input` is the image
-/// (`h * w * channels`), `out` the row (`ow * channels`), `weight` is `[tap][channel]`; the
-/// stride is `S` (the geometry's stride must be `S`).
+/// Output rows `oy..oy + N` of one image, `R` output pixels at a time. `input` is the image
+/// (`h * w * channels`), `out` the rows (`N * ow * channels`), `weight` is `[tap][channel]`;
+/// the stride is `S` (the geometry's stride must be `S`).
 ///
 /// For each input row of the window the `(R - 1) * S + K` input vectors the group reads are
 /// loaded once, walking one pointer along the row, and each feeds every tap that reads it
@@ -76,10 +92,14 @@ const MAX_SPAN: usize = 17;
 /// the stack (a reload per load). A column outside the image is loaded with an empty mask
 /// (which reads nothing and gives zeros), so the edge groups run the same loop.
 ///
+/// Two output rows at once (`N = 2`) share the input rows both read: a 3x3 stride-1 pair
+/// loads 4 rows for 2 outputs instead of 3 for each. The input comes from L2 (three rows of
+/// a 65-pixel, 144-channel map are 112 KB), so the loads, not the multiply-adds, set the pace.
+///
 /// # Safety
 /// The CPU must have AVX-512F, and the slices must have the sizes above.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn row<const K: usize, const R: usize, const S: usize>(
+pub unsafe fn rows<const K: usize, const R: usize, const S: usize, const N: usize>(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
@@ -91,15 +111,19 @@ pub unsafe fn row<const K: usize, const R: usize, const S: usize>(
     let span = (R - 1) * S + K;
     debug_assert!(span <= MAX_SPAN && g.stride == S);
     debug_assert!(input.len() >= g.h * g.w * g.channels);
-    debug_assert!(out.len() >= g.ow * g.channels);
+    debug_assert!(out.len() >= N * g.ow * g.channels);
     let c = g.channels;
+    // The first input row the first output row reads, and the window's input rows
+    // `0..(N - 1) * S + K` from there that lie inside the image.
     let y0 = (oy * S) as isize - g.pad_top as isize;
+    let window_rows = (N - 1) * S + K;
     let ky_lo = (-y0).max(0) as usize;
-    let ky_hi = K.min((g.h as isize - y0).max(0) as usize);
+    let ky_hi = window_rows.min((g.h as isize - y0).max(0) as usize);
     let zero = _mm512_setzero_ps();
     let six = _mm512_set1_ps(6.0);
     let inp = input.as_ptr();
     let dst = out.as_mut_ptr();
+    let row_len = g.ow * c;
     let mut ox = 0;
     while ox < g.ow {
         // Input column of the group's first tap, and which of its `span` columns lie inside
@@ -125,7 +149,7 @@ pub unsafe fn row<const K: usize, const R: usize, const S: usize>(
                 (1u16 << lanes) - 1
             };
             let wt = weight.as_ptr().add(c0);
-            let mut acc = [_mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0)); R];
+            let mut acc = [[_mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0)); R]; N];
             for ky in ky_lo..ky_hi {
                 let line = inp
                     .wrapping_offset((((y0 + ky as isize) * g.w as isize) + x0) * c as isize)
@@ -137,20 +161,28 @@ pub unsafe fn row<const K: usize, const R: usize, const S: usize>(
                     *xj = _mm512_maskz_loadu_ps(m, at);
                     at = at.wrapping_add(c);
                 }
-                for kx in 0..K {
-                    let wv = _mm512_maskz_loadu_ps(mask, wt.add((ky * K + kx) * c));
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(x[r * S + kx], wv, *a);
+                // Output row `n` reads this input row with its kernel row `ky - n * S`.
+                for (n, acc_n) in acc.iter_mut().enumerate() {
+                    let Some(tap_row) = ky.checked_sub(n * S).filter(|&t| t < K) else {
+                        continue;
+                    };
+                    for kx in 0..K {
+                        let wv = _mm512_maskz_loadu_ps(mask, wt.add((tap_row * K + kx) * c));
+                        for (r, a) in acc_n.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(x[r * S + kx], wv, *a);
+                        }
                     }
                 }
             }
-            for (r, &a) in acc.iter().enumerate().take(pixels) {
-                let v = if relu6 {
-                    _mm512_min_ps(_mm512_max_ps(a, zero), six)
-                } else {
-                    a
-                };
-                _mm512_mask_storeu_ps(dst.add((ox + r) * c + c0), mask, v);
+            for (n, acc_n) in acc.iter().enumerate() {
+                for (r, &a) in acc_n.iter().enumerate().take(pixels) {
+                    let v = if relu6 {
+                        _mm512_min_ps(_mm512_max_ps(a, zero), six)
+                    } else {
+                        a
+                    };
+                    _mm512_mask_storeu_ps(dst.add(n * row_len + (ox + r) * c + c0), mask, v);
+                }
             }
             c0 += 16;
         }
@@ -190,15 +222,16 @@ mod speed {
             let input = vec![0.5f32; h * h * c];
             let weight = vec![0.01f32; k * k * c];
             let bias = vec![0f32; c];
-            let mut out = vec![0f32; ow * c];
+            let mut out = vec![0f32; 2 * ow * c];
             let macs = (ow * ow * c * k * k) as f64;
             let reps = (1e9 / macs).ceil() as usize;
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                for oy in 0..ow {
+                for oy in (0..ow).step_by(2) {
+                    let count = (ow - oy).min(2);
                     // SAFETY: a test on this project's CPUs, which have AVX-512F; the
                     // buffers have the geometry's sizes.
-                    unsafe { row_for(k, &g, &input, &weight, &bias, true, oy, &mut out) };
+                    unsafe { rows_for(k, &g, &input, &weight, &bias, true, oy, count, &mut out) };
                 }
             }
             let gf = 2.0 * macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9;

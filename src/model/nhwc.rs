@@ -436,19 +436,24 @@ impl Depthwise {
         let (_, pad_top) = same(h, self.kernel, self.stride);
         let (_, pad_left) = same(w, self.kernel, self.stride);
         let kernel = self.kernel_for_this_cpu();
+        // Tasks of up to two output rows of one image (see `row`).
         output
-            .par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(r, out)| {
-                let (image, oy) = (r / oh, r % oh);
-                let plane = &input[image * h * w * c..][..h * w * c];
+            .par_chunks_mut(oh * ow * c)
+            .zip(input.par_chunks(h * w * c))
+            .for_each(|(image_out, plane)| {
                 let band = Band {
                     rows: plane,
                     h,
                     top: 0,
                     w,
                 };
-                self.row(kernel, &band, (pad_top, pad_left), ow, oy, out);
+                image_out
+                    .par_chunks_mut(ROWS_AT_ONCE * ow * c)
+                    .enumerate()
+                    .for_each(|(pair, out)| {
+                        let oys = pair * ROWS_AT_ONCE..(pair * ROWS_AT_ONCE + ROWS_AT_ONCE).min(oh);
+                        self.row(kernel, &band, (pad_top, pad_left), ow, oys, out);
+                    });
             });
         Ok(out_dims)
     }
@@ -470,8 +475,19 @@ impl Depthwise {
         check_len("depthwise band", band.rows, band.h * band.w * c)?;
         check_len("depthwise output", out, oys.len() * ow * c)?;
         let kernel = self.kernel_for_this_cpu();
-        for (oy, out) in oys.zip(out.chunks_exact_mut(ow * c)) {
-            self.row(kernel, band, (pad_top, pad_left), ow, oy, out);
+        let end = oys.end;
+        for (first, out) in oys
+            .step_by(ROWS_AT_ONCE)
+            .zip(out.chunks_mut(ROWS_AT_ONCE * ow * c))
+        {
+            self.row(
+                kernel,
+                band,
+                (pad_top, pad_left),
+                ow,
+                first..(first + ROWS_AT_ONCE).min(end),
+                out,
+            );
         }
         Ok(())
     }
@@ -492,16 +508,19 @@ impl Depthwise {
         }
     }
 
-    /// Output row `oy` (of the whole image) from `band`, into `out` (`ow * channels`).
+    /// Output rows `oys` (of the whole image; at most [`ROWS_AT_ONCE`]) from `band`, into `out`
+    /// (`oys.len() * ow * channels`). The AVX-512 kernel computes them together, sharing the
+    /// input rows they both read; the others one after the other.
     fn row(
         &self,
         kernel: DepthwiseKernel,
         band: &Band<'_>,
         (pad_top, pad_left): (usize, usize),
         ow: usize,
-        oy: usize,
+        oys: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
+        debug_assert!(oys.len() <= ROWS_AT_ONCE && out.len() >= oys.len() * ow * self.channels);
         // Row `oy` reads image rows from `oy * stride - pad_top`; in the band that is
         // `band.top` rows further up, as if the padding were that much larger.
         let pad_top = pad_top + band.top;
@@ -522,14 +541,15 @@ impl Depthwise {
                 // (`kernel_for_this_cpu`); `band.rows` and `out` have the sizes `row` needs
                 // (checked by the callers).
                 unsafe {
-                    super::depthwise512::row_for(
+                    super::depthwise512::rows_for(
                         self.kernel,
                         &g,
                         band.rows,
                         wt,
                         b,
                         self.relu6,
-                        oy,
+                        oys.start,
+                        oys.len(),
                         out,
                     );
                 }
@@ -543,17 +563,23 @@ impl Depthwise {
                     pad_top,
                     pad_left,
                 };
-                #[cfg(target_arch = "x86_64")]
-                if kernel == DepthwiseKernel::Fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
-                    unsafe { row.compute_fma(0, oy, out) };
-                    return;
+                let row_len = ow * self.channels;
+                for (oy, out) in oys.zip(out.chunks_exact_mut(row_len)) {
+                    #[cfg(target_arch = "x86_64")]
+                    if kernel == DepthwiseKernel::Fma {
+                        // SAFETY: the CPU has AVX2 and FMA (checked by `has_fma`).
+                        unsafe { row.compute_fma(0, oy, out) };
+                        continue;
+                    }
+                    row.compute::<false>(0, oy, out);
                 }
-                row.compute::<false>(0, oy, out);
             }
         }
     }
 }
+
+/// Output rows a depthwise task computes at once (the AVX-512 kernel's pairs).
+const ROWS_AT_ONCE: usize = 2;
 
 /// Consecutive rows of one channels-last image: rows `top..top + h`, each `w` pixels.
 #[derive(Debug, Clone, Copy)]
