@@ -155,8 +155,9 @@ struct ServeArgs {
     /// Language of label names on the OSS door (it has no language parameter): en or zh-Hans.
     #[arg(long, env = "LABELD_LANGUAGE", default_value = "en", value_parser = parse_language)]
     language: Language,
-    /// Most images in one forward pass.
-    #[arg(long, env = "LABELD_MAX_BATCH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Most images in one forward pass (16: a few percent more throughput under load than 8 on
+    /// both models, BENCHMARKS.md "Batching settings").
+    #[arg(long, env = "LABELD_MAX_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_batch: u16,
     /// Longest a batch waits to fill once the model is free, in microseconds.
     #[arg(long, env = "LABELD_MAX_DELAY_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
