@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SETTINGS=(
   "defaults|"
   "max-batch-4|--max-batch 4"
-  "max-batch-16|--max-batch 16"
+  "max-batch-8|--max-batch 8"
   "max-delay-2ms|--max-delay-us 2000"
   "decode-workers-1|--decode-workers 1"
   "decode-workers-4|--decode-workers 4"
