@@ -320,43 +320,66 @@ pub(super) fn resize_rows_window_planes<T: Copy>(
     let vertical = (out_h != in_h).then(|| Taps::cached(in_h, out_h));
     let (first_row, last_row) = read_span(vertical.as_deref(), top, win_h);
     let plane = (last_row - first_row) * win_w;
-    let mut temp = vec![0u8; 3 * plane];
-    let (red, rest) = temp.split_at_mut(plane);
-    let (green, blue) = rest.split_at_mut(plane);
-    let rows = red
-        .chunks_exact_mut(win_w)
-        .zip(green.chunks_exact_mut(win_w))
-        .zip(blue.chunks_exact_mut(win_w));
-    let lines = first_row..last_row;
-    if out_w != in_w {
-        let taps = Taps::cached(in_w, out_w);
-        let row = horizontal_row_for_this_cpu(&taps, left, win_w);
-        for (((r, g), b), y) in rows.zip(lines) {
-            row(src.row(y), [r, g, b]);
-        }
-    } else {
-        for (((r, g), b), y) in rows.zip(lines) {
-            let line = src.row(y);
-            for (x, p) in line[left * 3..].chunks_exact(3).take(win_w).enumerate() {
-                [r[x], g[x], b[x]] = [p[0], p[1], p[2]];
+    with_scratch(3 * plane, |temp| {
+        let (red, rest) = temp.split_at_mut(plane);
+        let (green, blue) = rest.split_at_mut(plane);
+        let rows = red
+            .chunks_exact_mut(win_w)
+            .zip(green.chunks_exact_mut(win_w))
+            .zip(blue.chunks_exact_mut(win_w));
+        let lines = first_row..last_row;
+        if out_w != in_w {
+            let taps = Taps::cached(in_w, out_w);
+            let row = horizontal_row_for_this_cpu(&taps, left, win_w);
+            for (((r, g), b), y) in rows.zip(lines) {
+                row(src.row(y), [r, g, b]);
+            }
+        } else {
+            for (((r, g), b), y) in rows.zip(lines) {
+                let line = src.row(y);
+                for (x, p) in line[left * 3..].chunks_exact(3).take(win_w).enumerate() {
+                    [r[x], g[x], b[x]] = [p[0], p[1], p[2]];
+                }
             }
         }
-    }
 
-    let Some(vertical) = vertical else {
-        return temp.iter().map(|&level| sample(level)).collect();
-    };
-    let mut out = Vec::with_capacity(3 * win_h * win_w);
-    for temp in temp.chunks_exact(plane) {
-        let window = VerticalWindow {
-            temp,
-            stride: win_w,
-            first_row,
-            taps: &vertical,
-            top,
-            rows: win_h,
+        let Some(vertical) = vertical else {
+            return temp.iter().map(|&level| sample(level)).collect();
         };
-        vertical_pass_for_this_cpu(&window, &mut out, sample);
+        let mut out = Vec::with_capacity(3 * win_h * win_w);
+        for temp in temp.chunks_exact(plane) {
+            let window = VerticalWindow {
+                temp,
+                stride: win_w,
+                first_row,
+                taps: &vertical,
+                top,
+                rows: win_h,
+            };
+            vertical_pass_for_this_cpu(&window, &mut out, sample);
+        }
+        out
+    })
+}
+
+/// Runs `f` on a `len`-byte buffer this thread keeps between calls. Every byte of it is written
+/// before it is read, so a reused buffer needs no zeroing: allocating and zeroing a fresh one for
+/// each image was ~4 % of a decode worker's time under load (`perf` of `labeld serve`).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    /// Enough for any photo the size of a 12-MP one, which the decoder scales down first.
+    const KEPT_BYTES: usize = 4 << 20;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    // Taken out for the call: a nested call would get a buffer of its own, not a second borrow.
+    let mut buffer = SCRATCH.with_borrow_mut(std::mem::take);
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let out = f(&mut buffer[..len]);
+    // A panorama's buffer is not kept: a worker holds at most `KEPT_BYTES` between images.
+    if buffer.len() <= KEPT_BYTES {
+        SCRATCH.with_borrow_mut(|kept| *kept = buffer);
     }
     out
 }
