@@ -4,6 +4,7 @@
 #
 #   bash bench/batching.sh                 # Lite0, about 7 minutes on 2 cores after the build
 #   BENCH_MODELS=lite2 bash bench/batching.sh
+#   BENCH_SETTINGS=defaults,decode-pool-2 bash bench/batching.sh   # only these rows
 #
 # Each setting is `labeld serve`'s defaults plus the flags in its row. Per setting: concurrency 1
 # and 32 with the ImageNet-size JPEGs and 32 with the 12-MP JPEGs, BENCH_LOAD_SECONDS each (8).
@@ -18,8 +19,8 @@ SETTINGS=(
   "max-batch-4|--max-batch 4"
   "max-batch-8|--max-batch 8"
   "max-delay-2ms|--max-delay-us 2000"
-  "decode-workers-1|--decode-workers 1"
-  "decode-workers-4|--decode-workers 4"
+  "decode-pool-2|--decode-workers 2"
+  "decode-pool-1|--decode-workers 1"
   "model-workers-2|--model-workers 2"
 )
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -32,6 +33,7 @@ fi
 for round in $(seq 1 "$ROUNDS"); do
   for entry in "${SETTINGS[@]}"; do
     name=${entry%%|*} flags=${entry#*|}
+    [[ -z ${BENCH_SETTINGS:-} || ,$BENCH_SETTINGS, == *,$name,* ]] || continue
     echo "=== round $round: $name ($flags)"
     BENCH_STEPS=e2e BENCH_NO_BUILD=1 BENCH_MODELS=${BENCH_MODELS:-lite0} \
       BENCH_CONCURRENCY=1,32 BENCH_CONCURRENCY_12MP=32 \
@@ -62,6 +64,8 @@ def batch(d, _):
     return f"{d['mean_batch']:.2f}"
 for entry in settings:
     name, flags = entry.split('|', 1)
+    if not glob.glob(os.path.join(out, f'{name}-r*')):
+        continue  # left out by BENCH_SETTINGS
     row = [name, f"`{flags or '(none)'}`",
            cells(name, 'e2e-*-imagenet-c32.json', ips),
            cells(name, 'e2e-*-imagenet-c32.json', p50),

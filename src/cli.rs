@@ -174,7 +174,9 @@ struct ServeArgs {
     /// Model worker threads, each with its own copy of the model.
     #[arg(long, env = "LABELD_MODEL_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     model_workers: u16,
-    /// Threads that decode and preprocess images [default: the number of CPUs].
+    /// Threads of a decode pool of its own [default: none: images are decoded and preprocessed on
+    /// the compute threads (`--threads`), between the model's passes, which is faster when the
+    /// model runs on the same CPUs].
     #[arg(long, env = "LABELD_DECODE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     decode_workers: Option<u16>,
     /// A bucket for the OSS door and `source_uri = "oss://NAME/key"`: NAME=DIR, or
@@ -477,7 +479,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for name in buckets.names() {
         tracing::info!(bucket = name, "serving bucket");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = ServeSettings {
         batch: BatchConfig {
             max_batch: usize::from(args.max_batch),
@@ -485,7 +486,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_queue: args.max_queue as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),
         },
-        decode_workers: args.decode_workers.map_or(cpus, usize::from),
+        decode_workers: args.decode_workers.map(usize::from),
         limits: ImageLimits::default(),
         buckets,
         device_name: args.model.device.clone(),

@@ -1,12 +1,12 @@
 //! The use case every door calls: label one image, whichever protocol asked.
 //!
 //! ```text
-//! detect(): ready? → admit (bounded) → fetch bytes [async] → decode + preprocess [decode pool]
-//!           → batcher (queue → model thread) → labels + CentricScore [decode pool] → Detection
+//! detect(): ready? → admit (bounded) → fetch bytes [async] → decode + preprocess [decode threads]
+//!           → batcher (queue → model thread) → labels + CentricScore [decode threads] → Detection
 //! ```
 //!
 //! Transport-neutral: no tonic, no HTTP status codes here. The async parts only wait; every
-//! CPU-heavy step runs on the decode pool (a [`WorkerPool`] of its own) or on a model thread.
+//! CPU-heavy step runs on the decode threads (see [`DecodeThreads`]) or on a model thread.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -188,7 +188,9 @@ pub struct DetectorParts {
     pub model: ModelKind,
     pub limits: ImageLimits,
     pub buckets: Buckets,
-    pub decode_workers: usize,
+    /// Threads of a decode pool of its own; `None` decodes on the compute pool (see
+    /// [`DecodeThreads`]).
+    pub decode_workers: Option<usize>,
     /// Most requests admitted at once (decoding, queued or in the model).
     pub max_in_flight: usize,
     pub readiness: Arc<Readiness>,
@@ -202,22 +204,69 @@ pub struct Detector {
 
 struct Inner {
     parts: DetectorParts,
-    pool: WorkerPool,
+    decoders: DecodeThreads,
     admission: Arc<Semaphore>,
 }
 
+/// Where decoding, preprocessing and labelling run.
+///
+/// Why the compute pool by default: on a small machine the decode work and the model's share the
+/// same cores. With threads of their own, each decode job preempted a compute thread in the
+/// middle of a pass (four busy threads on two cores), whose lane then stalled while its L2 filled
+/// with a photo. On the compute pool (rayon's global pool) a decode job is only taken by a
+/// compute thread that has no model work left to take or steal: between passes, or while it waits
+/// on the other thread. End to end at 32 callers on 2 cores (`bench/batching.sh`, alternating
+/// pairs): Lite0 +0-5 %, Lite2 +2-4 %, 12-MP photos +3-14 % (see BENCHMARKS.md). A decode pool
+/// of its own is still there for a server that wants one (`--decode-workers N`).
+enum DecodeThreads {
+    /// rayon's global pool, where the CPU model computes.
+    Compute,
+    /// A pool of its own.
+    Own(WorkerPool),
+}
+
+impl DecodeThreads {
+    /// Runs `work` there and waits for it without blocking. A panic in `work` is caught there and
+    /// fails only this call (uncaught, a panic in a spawned rayon job would abort the process).
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DetectError> {
+        let (tx, rx) = oneshot::channel();
+        let job = move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
+        };
+        match self {
+            // Spawned from outside the pool (an async task), the job goes to the pool's global
+            // queue, first in first out, which its threads read only when they have nothing else.
+            DecodeThreads::Compute => rayon::spawn(job),
+            DecodeThreads::Own(pool) => pool.spawn(job),
+        }
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(DetectError::Internal("a decode worker panicked".into())),
+            Err(_) => Err(DetectError::Internal("a decode worker stopped".into())),
+        }
+    }
+}
+
 impl Detector {
-    /// Builds the detector and its decode pool.
+    /// Builds the detector and its decode pool, if it has one of its own.
     ///
     /// # Errors
     /// When the decode threads cannot be started.
     pub fn new(parts: DetectorParts) -> std::io::Result<Detector> {
-        let pool = WorkerPool::new(parts.decode_workers, |i| format!("labeld-decode-{i}"))?;
+        let decoders = match parts.decode_workers {
+            None => DecodeThreads::Compute,
+            Some(threads) => {
+                DecodeThreads::Own(WorkerPool::new(threads, |i| format!("labeld-decode-{i}"))?)
+            }
+        };
         let admission = Arc::new(Semaphore::new(parts.max_in_flight));
         Ok(Detector {
             inner: Arc::new(Inner {
                 parts,
-                pool,
+                decoders,
                 admission,
             }),
         })
@@ -332,20 +381,12 @@ impl Detector {
         })
     }
 
-    /// Runs `work` on the decode pool; a panic there fails only this request.
+    /// Runs `work` on the decode threads; a panic there fails only this request.
     async fn on_pool<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, DetectError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner.pool.spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
-        });
-        match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(DetectError::Internal("a decode worker panicked".into())),
-            Err(_) => Err(DetectError::Internal("a decode worker stopped".into())),
-        }
+        self.inner.decoders.run(work).await
     }
 }
 
@@ -359,5 +400,23 @@ impl Inner {
             size,
             options.colour_names(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_on_the_decode_threads_fails_only_its_own_job() {
+        let own = WorkerPool::new(1, |i| format!("test-decode-{i}")).expect("a thread");
+        for threads in [DecodeThreads::Compute, DecodeThreads::Own(own)] {
+            let failed = threads.run(|| -> u32 { panic!("a bad image") }).await;
+            assert!(
+                matches!(failed, Err(DetectError::Internal(_))),
+                "{failed:?}"
+            );
+            assert_eq!(threads.run(|| 7).await.expect("the next job runs"), 7);
+        }
     }
 }

@@ -57,7 +57,8 @@ async fn report(health: &tonic_health::server::HealthReporter, status: ServingSt
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub batch: BatchConfig,
-    pub decode_workers: usize,
+    /// Threads of a decode pool of its own; `None` (the default) decodes on the compute pool.
+    pub decode_workers: Option<usize>,
     pub limits: ImageLimits,
     pub buckets: Buckets,
     /// Shown by `GetModelInfo` ("cpu", "cuda:0").
@@ -163,7 +164,9 @@ impl Server {
             max_delay_us: settings.batch.max_delay.as_micros() as u64,
             max_queue: settings.batch.max_queue as u32,
             model_workers: workers as u32,
-            decode_workers: settings.decode_workers as u32,
+            decode_workers: settings
+                .decode_workers
+                .unwrap_or_else(rayon::current_num_threads) as u32,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let scrape_handle = observe::install();

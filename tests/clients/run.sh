@@ -39,7 +39,9 @@ MAX_BATCH=4
 MAX_DELAY_US=5000
 MAX_QUEUE=32
 MODEL_WORKERS=1
-DECODE_WORKERS=2
+# No --decode-workers: images decode on the compute threads (the default), whose count
+# GetModelInfo then reports as its decode_workers.
+THREADS=2
 
 now() { echo "${EPOCHREALTIME/,/.}"; }   # seconds, with microseconds, whatever the locale
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -217,7 +219,7 @@ step "starting $BIN serve --model lite0 --grpc-addr 127.0.0.1:0 --http-addr 127.
     --region "$OSS_REGION" --bucket fixtures=tests/fixtures --bucket "scratch=$TMP/scratch" \
     --bucket "s3photos=s3://$S3_BUCKET" \
     --max-batch "$MAX_BATCH" --max-delay-us "$MAX_DELAY_US" --max-queue "$MAX_QUEUE" \
-    --model-workers "$MODEL_WORKERS" --decode-workers "$DECODE_WORKERS" --drain-timeout-secs 10
+    --model-workers "$MODEL_WORKERS" --threads "$THREADS" --drain-timeout-secs 10
 ) </dev/null >"$TMP/server.out" 2>"$LOG" &
 SERVER_PID=$!
 
@@ -247,7 +249,7 @@ step "grpc_client.py (grpcio, generated stubs, health checking)"
   --ready-tries $((READY_TIMEOUT * 5)) --ready-interval 0.2 \
   --expect-model efficientnet-lite0 --expect-device cpu \
   --expect-max-batch "$MAX_BATCH" --expect-max-delay-us "$MAX_DELAY_US" --expect-max-queue "$MAX_QUEUE" \
-  --expect-model-workers "$MODEL_WORKERS" --expect-decode-workers "$DECODE_WORKERS"
+  --expect-model-workers "$MODEL_WORKERS" --expect-decode-workers "$THREADS"
 
 # ---- 5. reflection only ----------------------------------------------------------------------
 step "server reflection with protodial (no .proto given)"

@@ -36,7 +36,7 @@ pub(crate) fn settings(max_batch: usize, max_queue: usize) -> ServeSettings {
             max_queue,
             max_wait: Duration::from_secs(60),
         },
-        decode_workers: 2,
+        decode_workers: Some(2),
         limits: ImageLimits::default(),
         buckets: Buckets::from_specs(&[bucket]).unwrap(),
         device_name: "cpu".into(),

@@ -123,7 +123,7 @@ async fn start_configured(
             max_queue: 16,
             max_wait: Duration::from_secs(60),
         },
-        decode_workers: 2,
+        decode_workers: None,
         limits: ImageLimits::default(),
         buckets: Buckets::from_specs(&[format!("fixtures={}", fixture("").display())]).unwrap(),
         device_name: "cpu".into(),
