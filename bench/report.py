@@ -22,7 +22,8 @@ Targets (all ratios from this one run):
   forward:  labeld / ORT images/s, best batch of each, 2 threads (or the most measured) >= 1.0
   e2e:      c32 ImageNet-size images/s / labeld model-only best (same threads) >= 0.85
             c32 12-MP images/s / labeld model-only best >= 0.55
-  latency:  c1 ImageNet-size p50 <= labeld model-only batch-1 p50 (same threads) + 3 ms
+  latency:  c1 ImageNet-size p50 <= labeld model-only batch-1 p50 (same threads) + 3 ms, the
+            batch-1 p50 measured just before the c1 cell (c1base-*.json) where run.sh did so
   memory:   the server's peak VmRSS during the 12-MP c32 cell <= 400 MB (10^6 bytes)
 
 usage: python bench/report.py RESULTS
@@ -266,11 +267,18 @@ def main():
                 target(name, 'n/a', f'>= {100 * goal:.0f}%', None)
         e = e2e.get((model, 'imagenet', 1))
         b1 = fwd.get((model, tt), {}).get(1)
+        # The batch-1 forward measured next to the c1 cell (run.sh's e2e step), when there is one:
+        # the forward step's figure is minutes older, and the VM's speed drifts.
+        near = load(os.path.join(d, f'c1base-{model}-t{tt}.json'))
+        near = next((r for r in near.get('results', []) if r['batch'] == 1), None) if near else None
         name = f'{model} e2e c1 ImageNet-size p50 <= model batch-1 p50 + {C1_SLACK_MS:g} ms'
-        if e and b1:
-            limit = b1['p50_ms'] + C1_SLACK_MS
-            target(name, f'{e["latency_ms"]["p50"]:.1f} ms vs {b1["p50_ms"]:.1f} + {C1_SLACK_MS:g} = {limit:.1f} ms',
-                   f'<= {limit:.1f} ms', e['latency_ms']['p50'] <= limit, e['latency_ms']['p50'] - b1['p50_ms'])
+        if e and (near or b1):
+            base = near or b1
+            limit = base['p50_ms'] + C1_SLACK_MS
+            how = (f' (batch 1 measured just before the cell; {b1["p50_ms"]:.1f} ms in the forward step)'
+                   if near and b1 else '')
+            target(name, f'{e["latency_ms"]["p50"]:.1f} ms vs {base["p50_ms"]:.1f} + {C1_SLACK_MS:g} = {limit:.1f} ms{how}',
+                   f'<= {limit:.1f} ms', e['latency_ms']['p50'] <= limit, e['latency_ms']['p50'] - base['p50_ms'])
         else:
             target(name, 'n/a', f'<= batch-1 p50 + {C1_SLACK_MS:g} ms', None)
         e = e2e.get((model, '12mp', TARGET_C))

@@ -11,7 +11,8 @@
 #   2. ONNX Runtime on the same weights (bench/ort_bench.py), same batches and thread counts,
 #   2b. decoding + preprocessing on one thread, labeld (examples/decode) and libjpeg-turbo
 #      (bench/decode_bench.py) on the same ImageNet-size and 12-MP files,
-#   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), examples/load at each
+#   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), the model's batch-1
+#      forward once more (the baseline of the concurrency-1 target), examples/load at each
 #      concurrency with the ImageNet-size JPEGs, then with the 12-MP JPEGs while the server's
 #      VmRSS is sampled every 100 ms; /metrics is saved, the server gets SIGTERM and must exit 0.
 # and finally bench/report.py prints the tables, the targets with PASS/FAIL and the machine.
@@ -184,6 +185,14 @@ for model in $MODELS; do
     t0=$SECONDS
     wait_ready "$log"
     echo "labeld serve pid $SERVER_PID: gRPC $GRPC_ADDR, HTTP $HTTP_ADDR, ready in $((SECONDS - t0)) s"
+    if [[ " $CONCURRENCY " == *" 1 "* && -x $FORWARD ]]; then
+      # The concurrency-1 target's baseline, the model's batch-1 forward, measured again here
+      # (the server idle) next to the cell it is compared with: the forward step ran minutes
+      # ago, and this VM's speed drifts by 10-20 % within minutes. The report shows both.
+      maxt=$(tr ' ' '\n' <<<"$THREADS" | sort -n | tail -1)
+      $FORWARD --model "$model" --batches 1 --threads "$maxt" --seconds "$SECONDS_FWD" \
+        --json "$OUT/c1base-$model-t$maxt.json" > /dev/null
+    fi
     for c in $CONCURRENCY; do
       load_cell "$model" imagenet "$c" "$WARMUP" "$IMAGENET" 1
     done
