@@ -11,9 +11,9 @@
 #   2. ONNX Runtime on the same weights (bench/ort_bench.py), same batches and thread counts,
 #   2b. decoding + preprocessing on one thread, labeld (examples/decode) and libjpeg-turbo
 #      (bench/decode_bench.py) on the same ImageNet-size and 12-MP files,
-#   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), the model's batch-1
-#      forward once more (the baseline of the concurrency-1 target), examples/load at each
-#      concurrency with the ImageNet-size JPEGs, then with the 12-MP JPEGs while the server's
+#   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), examples/load at each
+#      concurrency (the model's forward measured again right before the concurrency-1 cell, and
+#      before and after the concurrency-32 one: the targets' baselines) with the ImageNet-size JPEGs, then with the 12-MP JPEGs while the server's
 #      VmRSS is sampled every 100 ms; /metrics is saved, the server gets SIGTERM and must exit 0.
 # and finally bench/report.py prints the tables, the targets with PASS/FAIL and the machine.
 # Everything goes to bench/results/<UTC timestamp>/ (JSON per cell, logs, report.md).
@@ -185,16 +185,22 @@ for model in $MODELS; do
     t0=$SECONDS
     wait_ready "$log"
     echo "labeld serve pid $SERVER_PID: gRPC $GRPC_ADDR, HTTP $HTTP_ADDR, ready in $((SECONDS - t0)) s"
-    if [[ " $CONCURRENCY " == *" 1 "* && -x $FORWARD ]]; then
-      # The concurrency-1 target's baseline, the model's batch-1 forward, measured again here
-      # (the server idle) next to the cell it is compared with: the forward step ran minutes
-      # ago, and this VM's speed drifts by 10-20 % within minutes. The report shows both.
-      maxt=$(tr ' ' '\n' <<<"$THREADS" | sort -n | tail -1)
-      $FORWARD --model "$model" --batches 1 --threads "$maxt" --seconds "$SECONDS_FWD" \
-        --json "$OUT/c1base-$model-t$maxt.json" > /dev/null
-    fi
+    # The targets' model-only baselines measured again next to the cells they are compared
+    # with (the server idle): the forward step ran minutes ago, and this VM's speed drifts by
+    # 10-20 % within minutes. Batch 1 before the concurrency-1 cell; the forward step's best
+    # batch before and after the concurrency-32 cell. The report shows these and the step's.
+    maxt=$(tr ' ' '\n' <<<"$THREADS" | sort -n | tail -1)
+    best_batch=$($PY -c 'import json,sys; print(max(json.load(open(sys.argv[1]))["results"], key=lambda r: r["images_per_s"])["batch"])' \
+      "$OUT/forward-$model-t$maxt.json" 2>/dev/null || echo 16)
+    near_forward() { # near_forward TAG BATCH
+      $FORWARD --model "$model" --batches "$2" --threads "$maxt" --seconds "$SECONDS_FWD" \
+        --json "$OUT/near-$model-$1-t$maxt.json" > /dev/null
+    }
     for c in $CONCURRENCY; do
+      if [[ $c == 1 ]]; then near_forward c1 1; fi
+      if [[ $c == 32 ]]; then near_forward c32-before "$best_batch"; fi
       load_cell "$model" imagenet "$c" "$WARMUP" "$IMAGENET" 1
+      if [[ $c == 32 ]]; then near_forward c32-after "$best_batch"; fi
     done
     for c in $CONCURRENCY_12MP; do
       load_cell "$model" 12mp "$c" "$WARMUP_12MP" "$TWELVE" 1
