@@ -10,7 +10,7 @@ use image::RgbImage;
 use super::resize::{
     resize_bicubic_window, resize_rows_window_planes, resize_window_planes, source_window, Rows,
 };
-use super::ycc::YccImage;
+use super::ycc::{planes_to_rgb, YccImage};
 
 /// Where the model's square input came from in the original (upright) image. Needed to map
 /// activation maps back to the photo's pixels.
@@ -172,7 +172,7 @@ pub(super) fn prepare_ycc(mut image: YccImage, size: u32) -> ModelInput {
         |level| level,
     );
     ModelInput {
-        pixels: YccImage::to_rgb(&ycc, normalised),
+        pixels: planes_to_rgb(&ycc, normalised),
         geometry,
     }
 }

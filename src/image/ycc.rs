@@ -81,26 +81,26 @@ impl YccImage {
             row: [0, 128, 128].repeat(width),
         })
     }
+}
 
-    /// The three resized channels (`Y`, `Cb`, `Cr` planes of `n` samples each, as
-    /// [`super::resize::resize_rows_window_planes`] writes them) as the model's RGB input:
-    /// JFIF's conversion in libjpeg's 16-bit fixed point (`jdcolor.c`), each channel clamped to
-    /// an 8-bit level as an RGB decode would store it, then `sample`d into CHW.
-    ///
-    /// One channel after the other, each a straight pass that writes its plane in order: the
-    /// compiler vectorises those (eight pixels a step with AVX2), where one loop writing three
-    /// planes a pixel at a time into a zeroed buffer took ~12 % of decoding and preprocessing a
-    /// photo (`perf`, `examples/decode`).
-    pub fn to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { to_rgb_avx2(ycc, sample) };
-            }
+/// The three resized channels (`Y`, `Cb`, `Cr` planes of `n` samples each, as
+/// [`super::resize::resize_rows_window_planes`] writes them) as the model's RGB input:
+/// JFIF's conversion in libjpeg's 16-bit fixed point (`jdcolor.c`), each channel clamped to
+/// an 8-bit level as an RGB decode would store it, then `sample`d into CHW.
+///
+/// One channel after the other, each a straight pass that writes its plane in order: the
+/// compiler vectorises those (eight pixels a step with AVX2), where one loop writing three
+/// planes a pixel at a time into a zeroed buffer took ~12 % of decoding and preprocessing a
+/// photo (`perf`, `examples/decode`).
+pub fn planes_to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { to_rgb_avx2(ycc, sample) };
         }
-        to_rgb_portable(ycc, sample)
     }
+    to_rgb_portable(ycc, sample)
 }
 
 /// [`to_rgb_portable`] compiled for AVX2.
@@ -113,7 +113,7 @@ unsafe fn to_rgb_avx2(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32>
     to_rgb_portable(ycc, sample)
 }
 
-/// [`YccImage::to_rgb`]: JFIF's YCbCr to RGB in libjpeg's 16-bit fixed point (`jdcolor.c`), each
+/// [`planes_to_rgb`]: JFIF's YCbCr to RGB in libjpeg's 16-bit fixed point (`jdcolor.c`), each
 /// channel clamped to an 8-bit level.
 #[inline(always)]
 fn to_rgb_portable(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
@@ -305,7 +305,7 @@ mod tests {
     fn colour_conversion_is_jfif() {
         // Y, Cb, Cr planes of four pixels: grey, and the JFIF codes of red, green and blue.
         let ycc = [128, 76, 150, 29, 128, 85, 44, 255, 128, 255, 21, 107];
-        let rgb = YccImage::to_rgb(&ycc, f32::from);
+        let rgb = planes_to_rgb(&ycc, f32::from);
         let [red, green, blue] = [&rgb[0..4], &rgb[4..8], &rgb[8..12]];
         assert_eq!((red[0], green[0], blue[0]), (128.0, 128.0, 128.0));
         let close = |got: f32, want: f32| (got - want).abs() <= 1.0;

@@ -451,7 +451,7 @@ impl Depthwise {
                     .par_chunks_mut(ROWS_AT_ONCE * ow * c)
                     .enumerate()
                     .for_each(|(pair, out)| {
-                        let oys = pair * ROWS_AT_ONCE..(pair * ROWS_AT_ONCE + ROWS_AT_ONCE).min(oh);
+                        let oys = rows_at_once(pair * ROWS_AT_ONCE, oh);
                         self.row(kernel, &band, (pad_top, pad_left), ow, oys, out);
                     });
             });
@@ -485,7 +485,7 @@ impl Depthwise {
                 band,
                 (pad_top, pad_left),
                 ow,
-                first..(first + ROWS_AT_ONCE).min(end),
+                rows_at_once(first, end),
                 out,
             );
         }
@@ -580,6 +580,12 @@ impl Depthwise {
 
 /// Output rows a depthwise task computes at once (the AVX-512 kernel's pairs).
 const ROWS_AT_ONCE: usize = 2;
+
+/// The output rows of the task that starts at row `first`: [`ROWS_AT_ONCE`] of them, fewer at
+/// the `end` of the rows asked for.
+fn rows_at_once(first: usize, end: usize) -> std::ops::Range<usize> {
+    first..(first + ROWS_AT_ONCE).min(end)
+}
 
 /// Consecutive rows of one channels-last image: rows `top..top + h`, each `w` pixels.
 #[derive(Debug, Clone, Copy)]
