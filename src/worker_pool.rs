@@ -1,11 +1,13 @@
 //! A fixed set of named threads that run blocking jobs in the order they arrive: the decode
-//! pool (decoding and preprocessing before the model, labels and CentricScore after it).
+//! pool a server gets with `--decode-workers N` (decoding and preprocessing before the model,
+//! labels and CentricScore after it). Without it, those jobs run on the compute pool (see
+//! `detect::DecodeThreads`).
 //!
-//! Why not a rayon pool: an idle rayon worker spins and yields for a while before it sleeps,
-//! in case more work comes. Under load that was ~5 % of the decode threads' CPU time (`perf`
-//! of `labeld serve` at concurrency 32), and on a small machine every cycle the decode threads
-//! spend comes out of the model's share. Here an idle worker waits on a condition variable at
-//! once. Jobs are independent (no fork-join), so work stealing bought nothing.
+//! Why not a rayon pool of its own: an idle rayon worker spins and yields for a while before it
+//! sleeps, in case more work comes. Under load that was ~5 % of the decode threads' CPU time
+//! (`perf` of `labeld serve` at concurrency 32), and on a small machine every cycle the decode
+//! threads spend comes out of the model's share. Here an idle worker waits on a condition
+//! variable at once. Jobs are independent (no fork-join), so work stealing bought nothing.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
