@@ -12,9 +12,9 @@
 #   2b. decoding + preprocessing on one thread, labeld (examples/decode) and libjpeg-turbo
 #      (bench/decode_bench.py) on the same ImageNet-size and 12-MP files,
 #   3. end to end over gRPC: `labeld serve` on 127.0.0.1 (ephemeral ports), examples/load at each
-#      concurrency (the model's forward measured again right before the concurrency-1 cell, and
-#      before and after the concurrency-32 one: the targets' baselines) with the ImageNet-size JPEGs, then with the 12-MP JPEGs while the server's
-#      VmRSS is sampled every 100 ms; /metrics is saved, the server gets SIGTERM and must exit 0.
+#      concurrency with the ImageNet-size JPEGs (the model's forward measured again right before
+#      the concurrency-1 cell, and before and after the concurrency-32 one: the targets'
+#      baselines), then with the 12-MP JPEGs while the server's VmRSS is sampled every 100 ms; /metrics is saved, the server gets SIGTERM and must exit 0.
 # and finally bench/report.py prints the tables, the targets with PASS/FAIL and the machine.
 # Everything goes to bench/results/<UTC timestamp>/ (JSON per cell, logs, report.md).
 #

@@ -216,8 +216,8 @@ struct Inner {
 /// with a photo. On the compute pool (rayon's global pool) a decode job is only taken by a
 /// compute thread that has no model work left to take or steal: between passes, or while it waits
 /// on the other thread. End to end at 32 callers on 2 cores (`bench/batching.sh`, alternating
-/// pairs): Lite0 +0-5 %, Lite2 +2-4 %, 12-MP photos +3-14 % (see BENCHMARKS.md). A decode pool
-/// of its own is still there for a server that wants one (`--decode-workers N`).
+/// pairs): Lite0 +0-7 %, Lite2 +4-8 %, Lite2 with 12-MP photos +8-14 % (see BENCHMARKS.md).
+/// A decode pool of its own is still there for a server that wants one (`--decode-workers N`).
 enum DecodeThreads {
     /// rayon's global pool, where the CPU model computes.
     Compute,
