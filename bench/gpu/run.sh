@@ -14,7 +14,9 @@
 #   3. the yardstick: the same network on the same weights in PyTorch eager + cuDNN, channels-last
 #      (bench/gpu/torch_bench.py), same precisions and batches, when python3 has torch.
 # Environment: GPU_BATCHES [1,8,32,64,128,256], GPU_SECONDS [2], GPU_MODELS [lite0 lite2],
-#              GPU_PRECISIONS [f32 f16], GPU_TORCH [1] (0 skips the yardstick).
+#              GPU_PRECISIONS [f32 f16], GPU_WORKERS [1] (e.g. "1 2": also with two model
+#              copies on two threads, as `serve --model-workers 2`), GPU_TORCH [1] (0 skips the
+#              yardstick).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -24,6 +26,7 @@ BATCHES=${GPU_BATCHES:-1,8,32,64,128,256}
 SECONDS_PER=${GPU_SECONDS:-2}
 MODELS=${GPU_MODELS:-lite0 lite2}
 PRECISIONS=${GPU_PRECISIONS:-f32 f16}
+WORKERS=${GPU_WORKERS:-1}
 mkdir -p "$OUT"
 step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
@@ -47,11 +50,15 @@ ldd "$BIN" | grep -E "cuda|cublas|curand|nvrtc|not found" | tee -a "$OUT/machine
 chmod +x "$BIN" 2>/dev/null || true
 
 status=0
-for model in $MODELS; do
-  for precision in $PRECISIONS; do
-    step "labeld forward on cuda: $model $precision"
-    "$BIN" --device cuda --precision "$precision" --model "$model" --batches "$BATCHES" \
-      --seconds "$SECONDS_PER" --json "$OUT/forward-$model-$precision.json" || status=1
+for workers in $WORKERS; do
+  suffix=; [[ $workers == 1 ]] || suffix=-w$workers
+  for model in $MODELS; do
+    for precision in $PRECISIONS; do
+      step "labeld forward on cuda: $model $precision, $workers worker(s)"
+      "$BIN" --device cuda --precision "$precision" --model "$model" --batches "$BATCHES" \
+        --seconds "$SECONDS_PER" --workers "$workers" \
+        --json "$OUT/forward-$model-$precision$suffix.json" || status=1
+    done
   done
 done
 

@@ -246,9 +246,48 @@ impl Classifier for LiteClassifier {
     }
 
     fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+        self.classify_timed(batch)
+            .map(|(predictions, _)| predictions)
+    }
+}
+
+/// Where the wall-clock time of one [`LiteClassifier::classify_timed`] call went. On a GPU each
+/// phase ends at a point where the host waits for the device anyway (the upload's copy, the
+/// logits' download, the feature maps' download), so timing them adds no synchronisation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Copying the images into the device's input (host copy and upload); 0 on the CPU.
+    pub upload: std::time::Duration,
+    /// The forward pass, softmax and the logits and probabilities back on the host (the whole
+    /// call on the CPU).
+    pub compute: std::time::Duration,
+    /// The feature maps back on the host, one per image; 0 on the CPU.
+    pub download: std::time::Duration,
+}
+
+impl std::ops::AddAssign for Phases {
+    fn add_assign(&mut self, other: Phases) {
+        self.upload += other.upload;
+        self.compute += other.compute;
+        self.download += other.download;
+    }
+}
+
+impl LiteClassifier {
+    /// [`Classifier::classify`], also saying where its time went (examples/forward reports it,
+    /// so the GPU figures show how much of a call is transfers).
+    ///
+    /// # Errors
+    /// As [`Classifier::classify`].
+    pub fn classify_timed(
+        &self,
+        batch: &[&[f32]],
+    ) -> Result<(Vec<Prediction>, Phases), ModelError> {
+        let mut phases = Phases::default();
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), phases));
         }
+        let started = std::time::Instant::now();
         let size = self.kind.input_size() as usize;
         let per_image = 3 * size * size;
         if let Some(image) = batch.iter().find(|image| image.len() != per_image) {
@@ -259,12 +298,10 @@ impl Classifier for LiteClassifier {
         }
         if let Some(out) = self.net.classify_cpu(batch, [3, size, size])? {
             let probabilities = out.logits.iter().map(|l| softmax(l)).collect();
-            return Ok(predictions(
-                out.logits,
-                probabilities,
-                out.features,
-                out.feature_dims,
-            ));
+            phases.compute = started.elapsed();
+            let predictions =
+                predictions(out.logits, probabilities, out.features, out.feature_dims);
+            return Ok((predictions, phases));
         }
         let shape = (batch.len(), 3, size, size);
         let input = match &self.device {
@@ -279,10 +316,12 @@ impl Classifier for LiteClassifier {
                 Tensor::from_slice(staging, shape, &self.device)?
             }
         };
+        phases.upload = started.elapsed();
         let (logits, features) = self.net.forward(&input)?;
         let probabilities = efficientnet_lite::softmax(&logits)?;
         let logits = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let probabilities = probabilities.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        phases.compute = started.elapsed() - phases.upload;
         let (_, channels, height, width) = features.dims4()?;
         let plane = channels * height * width;
         let per_image = |all: &[f32]| all.chunks_exact(plane).map(<[f32]>::to_vec).collect();
@@ -297,12 +336,9 @@ impl Classifier for LiteClassifier {
                     .to_vec1::<f32>()?,
             ),
         };
-        Ok(predictions(
-            logits,
-            probabilities,
-            features,
-            [channels, height, width],
-        ))
+        let predictions = predictions(logits, probabilities, features, [channels, height, width]);
+        phases.download = started.elapsed() - phases.upload - phases.compute;
+        Ok((predictions, phases))
     }
 }
 
