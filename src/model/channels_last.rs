@@ -233,24 +233,26 @@ impl CustomOp3 for Depthwise {
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let [n, c, h, w, ho, wo, pad_top, pad_left] = self.geometry(xl, wl, bl)?;
-        let params = [
-            c,
-            h,
-            w,
-            ho,
-            wo,
-            self.kernel,
-            self.stride,
-            pad_top,
-            pad_left,
-            usize::from(self.relu6),
-        ];
-        let out = super::cuda_ops::launch(
-            "depthwise",
-            &[(xs, xl), (ws, wl), (bs, bl)],
-            n * ho * wo * c,
-            &params,
-        )?;
+        let (k, s, act) = (self.kernel, self.stride, usize::from(self.relu6));
+        let inputs = [(xs, xl), (ws, wl), (bs, bl)];
+        let total = n * ho * wo * c;
+        let out = match (k, s) {
+            // Four outputs a thread (kernels.cu: depthwise_row, ROW = 4), for the shapes it is
+            // built for.
+            (3 | 5, 1 | 2) => super::cuda_ops::launch_threads(
+                &format!("depthwise_k{k}s{s}"),
+                &inputs,
+                total,
+                n * ho * wo.div_ceil(4) * c,
+                &[c, h, w, ho, wo, pad_top, pad_left, act],
+            )?,
+            _ => super::cuda_ops::launch(
+                "depthwise",
+                &inputs,
+                total,
+                &[c, h, w, ho, wo, k, s, pad_top, pad_left, act],
+            )?,
+        };
         Ok((out, Shape::from((n, ho, wo, c))))
     }
 }

@@ -1,7 +1,8 @@
 //! Launches labeld's own CUDA kernels (`cuda/kernels.cu`, compiled to PTX by build.rs) for the
 //! channels-last ops of [`super::channels_last`]. Every kernel there is named
-//! `{op}_{f32|f16|bf16}` and takes its inputs, its output, the number of output values (u64),
-//! then its `i32` parameters, in that order, with one thread per output value.
+//! `{op}_{f32|f16|bf16}` and takes its inputs, its output, its number of threads (u64: one per
+//! output value, except for the kernels [`launch_threads`] runs, which compute several each),
+//! then its `i32` parameters, in that order.
 
 use std::sync::Arc;
 
@@ -23,13 +24,55 @@ pub fn launch(
     total: usize,
     params: &[usize],
 ) -> Result<CudaStorage> {
+    let grid = Grid {
+        threads: total,
+        block: 1024,
+    };
+    launch_grid(op, inputs, total, grid, params)
+}
+
+/// [`launch`] for a kernel that computes several outputs a thread: `total` outputs, `threads`
+/// threads (the kernel's count), in blocks of 256. Such a kernel holds more in registers
+/// (depthwise_row: a 5 x 5 filter's taps and four sums), and a block of 1024 threads of it asks
+/// for more registers than a multiprocessor has (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, seen on
+/// an H100 in f32).
+pub fn launch_threads(
+    op: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    total: usize,
+    threads: usize,
+    params: &[usize],
+) -> Result<CudaStorage> {
+    let grid = Grid {
+        threads,
+        block: 256,
+    };
+    launch_grid(op, inputs, total, grid, params)
+}
+
+/// How many threads a kernel runs, in blocks of how many.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    threads: usize,
+    block: u32,
+}
+
+fn launch_grid(
+    op: &str,
+    inputs: &[(&CudaStorage, &Layout)],
+    total: usize,
+    grid: Grid,
+    params: &[usize],
+) -> Result<CudaStorage> {
     let Some((first, _)) = inputs.first() else {
         candle_core::bail!("{op}: no inputs");
     };
     match first.slice {
-        CudaStorageSlice::F32(_) => launch_as::<f32>(op, "f32", inputs, total, params),
-        CudaStorageSlice::F16(_) => launch_as::<half::f16>(op, "f16", inputs, total, params),
-        CudaStorageSlice::BF16(_) => launch_as::<half::bf16>(op, "bf16", inputs, total, params),
+        CudaStorageSlice::F32(_) => launch_as::<f32>(op, "f32", inputs, total, grid, params),
+        CudaStorageSlice::F16(_) => launch_as::<half::f16>(op, "f16", inputs, total, grid, params),
+        CudaStorageSlice::BF16(_) => {
+            launch_as::<half::bf16>(op, "bf16", inputs, total, grid, params)
+        }
         _ => candle_core::bail!("{op}: f32, f16 or bf16 inputs"),
     }
 }
@@ -39,6 +82,7 @@ fn launch_as<T: CudaDType + DeviceRepr>(
     suffix: &str,
     inputs: &[(&CudaStorage, &Layout)],
     total: usize,
+    grid: Grid,
     params: &[usize],
 ) -> Result<CudaStorage> {
     // The kernels index in 32 bits (see kernels.cu); a batch would need thousands of images to
@@ -63,17 +107,20 @@ fn launch_as<T: CudaDType + DeviceRepr>(
     let func = dev.get_or_load_custom_func(&format!("{op}_{suffix}"), MODULE, PTX)?;
     // SAFETY: the kernel writes every one of the `total` values before anything reads them.
     let out = unsafe { dev.alloc::<T>(total)? };
-    let count = total as u64;
     let mut b = func.builder();
     for view in &views {
         b.arg(view);
     }
-    b.arg(&out).arg(&count);
+    let threads = grid.threads as u64;
+    b.arg(&out).arg(&threads);
     for param in &params {
         b.arg(param);
     }
-    // One thread per value, in blocks of 1024.
-    let cfg = LaunchConfig::for_num_elems(total as u32);
+    let cfg = LaunchConfig {
+        grid_dim: ((grid.threads as u32).div_ceil(grid.block).max(1), 1, 1),
+        block_dim: (grid.block, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: the argument list matches the kernel's signature (inputs, output, count, i32
     // parameters), and the callers checked the inputs' shapes against the parameters.
     unsafe { b.launch(cfg) }.w()?;
