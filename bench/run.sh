@@ -147,6 +147,11 @@ load_cell() { # load_cell MODEL SET CONCURRENCY WARMUP IMAGES SAMPLE_RSS
   fi
 }
 
+# best_forward FIELD FILE: FIELD (images_per_s, batch) of the fastest row of an examples/forward JSON.
+best_forward() {
+  $PY -c 'import json, sys; print(max(json.load(open(sys.argv[2]))["results"], key=lambda r: r["images_per_s"])[sys.argv[1]])' "$1" "$2"
+}
+
 for model in $MODELS; do
   if [[ $STEPS == *,forward,* ]]; then
     for t in $THREADS; do
@@ -160,7 +165,7 @@ for model in $MODELS; do
     maxt=$(tr ' ' '\n' <<<"$THREADS" | sort -n | tail -1)
     labeld_flag=()
     if [[ -f $OUT/forward-$model-t$maxt.json ]]; then
-      labeld_flag=(--labeld-ips "$($PY -c 'import json,sys; print(max(r["images_per_s"] for r in json.load(open(sys.argv[1]))["results"]))' "$OUT/forward-$model-t$maxt.json")")
+      labeld_flag=(--labeld-ips "$(best_forward images_per_s "$OUT/forward-$model-t$maxt.json")")
     fi
     $PY bench/ort_bench.py --model "$model" --batches "$BATCHES" --threads "$(echo "$THREADS" | tr ' ' ,)" \
       --seconds "$SECONDS_FWD" --json "$OUT/ort-$model.json" "${labeld_flag[@]}"
@@ -190,8 +195,7 @@ for model in $MODELS; do
     # 10-20 % within minutes. Batch 1 before the concurrency-1 cell; the forward step's best
     # batch before and after the concurrency-32 cell. The report shows these and the step's.
     maxt=$(tr ' ' '\n' <<<"$THREADS" | sort -n | tail -1)
-    best_batch=$($PY -c 'import json,sys; print(max(json.load(open(sys.argv[1]))["results"], key=lambda r: r["images_per_s"])["batch"])' \
-      "$OUT/forward-$model-t$maxt.json" 2>/dev/null || echo 16)
+    best_batch=$(best_forward batch "$OUT/forward-$model-t$maxt.json" 2>/dev/null || echo 16)
     near_forward() { # near_forward TAG BATCH
       $FORWARD --model "$model" --batches "$2" --threads "$maxt" --seconds "$SECONDS_FWD" \
         --json "$OUT/near-$model-$1-t$maxt.json" > /dev/null

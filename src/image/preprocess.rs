@@ -74,8 +74,7 @@ pub fn resize_target(size: u32) -> u32 {
 /// Where the centre `size` × `size` crop of a `width` × `height` image's shorter-side resize
 /// lies.
 fn crop_geometry(width: u32, height: u32, size: u32) -> CropGeometry {
-    let target = (f64::from(size) / 0.875).round_ties_even();
-    let scale = target / f64::from(width.min(height));
+    let scale = f64::from(resize_target(size)) / f64::from(width.min(height));
     let rw = (f64::from(width) * scale)
         .round_ties_even()
         .max(f64::from(size)) as u32;
