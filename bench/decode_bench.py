@@ -7,7 +7,9 @@ For each file, as labeld does before its model (examples/decode.rs measures labe
      side), which is libjpeg-turbo's scaled IDCT, the fastest decode it offers;
   2. resize (bicubic) so that the shorter side is the target, computing only the centre
      size x size crop (Pillow's `box`), as labeld's windowed resize does;
-  3. normalise to float32 NCHW, (pixel - 127) / 128.
+  3. the crop's 8-bit levels channel-major (CHW), where labeld's decode ends since 2026-12-06
+     (the model normalises them as it reads them; before that both sides ended in float32
+     (pixel - 127) / 128, NCHW).
 Files are taken round-robin for --seconds; reports ms per image (mean, and the decode alone),
 p50/p90, and the images/s one core sustains, as text and --json.
 
@@ -46,8 +48,7 @@ def prepare(img, size, short_target):
     # The crop's window in source pixels: Pillow resizes just that box to size x size.
     box = (left / rw * w, top / rh * h, (left + size) / rw * w, (top + size) / rh * h)
     crop = img.resize((size, size), Image.BICUBIC, box=box)
-    x = np.asarray(crop, dtype=np.float32)
-    return ((x - 127.0) / 128.0).transpose(2, 0, 1).copy()
+    return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def main():
@@ -77,7 +78,7 @@ def main():
     ordered = sorted(totals)
     pct = lambda p: ms(ordered[round((len(ordered) - 1) * p)])  # noqa: E731
     report = {
-        'what': 'decode (draft to the smallest covering DCT scale) + bicubic crop + normalise, one thread',
+        'what': 'decode (draft to the smallest covering DCT scale) + bicubic crop to CHW levels, one thread',
         'engine': f'Pillow {PIL.__version__} / libjpeg-turbo {features.version("libjpeg_turbo")}',
         'input_size': args.size,
         'files': files,

@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for &batch in &args.batches {
-        let inputs: Vec<&[f32]> = (0..batch).map(|_| input.pixels.as_slice()).collect();
+        let inputs: Vec<&[u8]> = (0..batch).map(|_| input.pixels.as_slice()).collect();
         let run = measure(&models, &inputs, args.seconds)?;
         let mut latencies = run.latencies;
         latencies.sort();
@@ -182,7 +182,7 @@ struct Run {
 
 /// Each model on its own thread calls it with `inputs` for `seconds` (at least 3 calls each),
 /// after two warm-up calls (the first ones allocate and fault in buffers).
-fn measure(models: &[LiteClassifier], inputs: &[&[f32]], seconds: f64) -> anyhow::Result<Run> {
+fn measure(models: &[LiteClassifier], inputs: &[&[u8]], seconds: f64) -> anyhow::Result<Run> {
     for model in models {
         for _ in 0..2 {
             model.classify(inputs)?;
@@ -228,7 +228,7 @@ fn measure(models: &[LiteClassifier], inputs: &[&[f32]], seconds: f64) -> anyhow
 fn compare_with_cpu(
     model: &LiteClassifier,
     kind: ModelKind,
-    pixels: &[f32],
+    pixels: &[u8],
 ) -> anyhow::Result<serde_json::Value> {
     let cpu = LiteClassifier::load(kind, &default_weights_dir(), &Device::Cpu, DType::F32)?;
     let reference = cpu.classify(&[pixels])?.remove(0).logits;

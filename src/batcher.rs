@@ -249,8 +249,8 @@ fn worker(
     // Warm-up at the largest batch: allocations, thread pools and page faults happen now, not on
     // the first real request.
     let size = model.kind().input_size() as usize;
-    let blank = vec![0f32; 3 * size * size];
-    let warm: Vec<&[f32]> = (0..config.max_batch).map(|_| blank.as_slice()).collect();
+    let grey = vec![127u8; 3 * size * size];
+    let warm: Vec<&[u8]> = (0..config.max_batch).map(|_| grey.as_slice()).collect();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&warm)));
     let ok = matches!(outcome, Ok(Ok(_)));
     let _ = warmed.send(match outcome {
@@ -360,7 +360,7 @@ fn forward(
     jobs: &[Job],
     stats: &BatchStats,
 ) -> Result<Vec<Prediction>, Arc<str>> {
-    let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
+    let inputs: Vec<&[u8]> = jobs.iter().map(|j| j.input.pixels.as_slice()).collect();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.classify(&inputs)));
     stats.model_calls.fetch_add(1, Ordering::Relaxed);
     observe::batch_ran(jobs.len());
@@ -453,7 +453,7 @@ mod tests {
         fn head(&self) -> &ClassifierHead {
             &self.0.head
         }
-        fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+        fn classify(&self, batch: &[&[u8]]) -> Result<Vec<Prediction>, ModelError> {
             let recorder = &self.0;
             if recorder.warmed_up.load(Ordering::SeqCst) {
                 let mut state = recorder.state.lock().unwrap();

@@ -122,7 +122,7 @@ impl Labeler {
     /// # Errors
     /// [`ModelError`] when the forward pass fails.
     pub fn predict(&self, inputs: &[&ModelInput]) -> Result<Vec<Prediction>, ModelError> {
-        let batch: Vec<&[f32]> = inputs.iter().map(|i| i.pixels.as_slice()).collect();
+        let batch: Vec<&[u8]> = inputs.iter().map(|i| i.pixels.as_slice()).collect();
         self.model.classify(&batch)
     }
 

@@ -3,7 +3,8 @@
 //! # Layout
 //! Data flows one way: front door → decode → (batch) → model → labels → reply.
 //! - [`image`]: validation by magic bytes and header limits, decoding, EXIF orientation, the
-//!   model's preprocessing (Pillow-exact bicubic resize, centre crop, normalisation).
+//!   model's preprocessing (Pillow-exact bicubic resize, centre crop, channel-major 8-bit
+//!   levels that the model normalises as it reads them).
 //! - [`model`]: the only module that knows candle: EfficientNet-Lite, device choice, the
 //!   [`model::Classifier`] interface.
 //! - [`taxonomy`]: the 3-level label hierarchy loaded from `weights/taxonomy.json`.

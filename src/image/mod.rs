@@ -13,7 +13,7 @@ pub use decode::{
     Decoded, ImageFormat, ImageHeader, ImageLimits,
 };
 pub use preprocess::{
-    normalise, prepare, resize_and_crop, resize_target, CropGeometry, ModelInput,
+    channel_major, prepare, resize_and_crop, resize_target, CropGeometry, ModelInput,
 };
 pub use properties::{image_properties, ColourNames, DominantColour, ImageProperties};
 pub use resize::resize_bicubic;

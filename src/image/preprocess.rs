@@ -60,8 +60,10 @@ impl CropGeometry {
 /// One image ready for the model.
 #[derive(Debug, Clone)]
 pub struct ModelInput {
-    /// `3 * size * size` floats, channel-major (CHW), normalised to about -1..1.
-    pub pixels: Vec<f32>,
+    /// `3 * size * size` 8-bit levels, channel-major (CHW): what the resize computes. The model
+    /// normalises them as it reads them ([`crate::model::normalised`]), so an image waits in the
+    /// queue and is copied into its batch at a quarter of the bytes of floats.
+    pub pixels: Vec<u8>,
     pub geometry: CropGeometry,
 }
 
@@ -109,27 +111,21 @@ pub fn resize_and_crop(image: &RgbImage, size: u32) -> (RgbImage, CropGeometry) 
     (crop, g)
 }
 
-/// The model's input normalisation of one 8-bit level: `(x - 127) / 128`.
-fn normalised(level: u8) -> f32 {
-    (f32::from(level) - 127.0) / 128.0
-}
-
-/// `(x - 127) / 128` for every channel of every pixel, HWC u8 to CHW f32.
-pub fn normalise(crop: &RgbImage) -> Vec<f32> {
+/// Every channel of every pixel, HWC to CHW.
+pub fn channel_major(crop: &RgbImage) -> Vec<u8> {
     let plane = (crop.width() * crop.height()) as usize;
-    let mut out = vec![0f32; 3 * plane];
+    let mut out = vec![0u8; 3 * plane];
     for (i, px) in crop.pixels().enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = normalised(px.0[c]);
+            out[c * plane + i] = px.0[c];
         }
     }
     out
 }
 
-/// The whole transform: resize, crop, normalise. The resize writes the crop channel-major and
-/// normalises each sample as it writes it (what [`normalise`] computes on the crop, without an
-/// 8-bit crop in between or its scattered stores: those took ~6 % of decoding and
-/// preprocessing an ImageNet-size JPEG).
+/// The whole transform: resize and crop. The resize writes the crop channel-major as it
+/// computes it (what [`channel_major`] gives for the crop, without an HWC crop in between or
+/// its scattered stores: those took ~6 % of decoding and preprocessing an ImageNet-size JPEG).
 pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
     let geometry = crop_geometry(image.width(), image.height(), size);
     let planes = resize_window_planes(
@@ -137,7 +133,7 @@ pub fn prepare(image: &RgbImage, size: u32) -> ModelInput {
         geometry.resized_width,
         geometry.resized_height,
         geometry.window(),
-        normalised,
+        |level| level,
     );
     ModelInput {
         pixels: planes,
@@ -171,7 +167,7 @@ pub(super) fn prepare_ycc(mut image: YccImage, size: u32) -> ModelInput {
         |level| level,
     );
     ModelInput {
-        pixels: planes_to_rgb(&ycc, normalised),
+        pixels: planes_to_rgb(&ycc, |level| level),
         geometry,
     }
 }
@@ -198,7 +194,7 @@ mod tests {
         let input = prepare(&img, 224);
         assert_eq!(input.pixels.len(), 3 * 224 * 224);
         // A black pixel is (0 - 127) / 128 everywhere.
-        assert!(input.pixels.iter().all(|&v| v == -127.0 / 128.0));
+        assert!(input.pixels.iter().all(|&v| v == 0));
     }
 
     /// `prepare` (channel-major resize, then normalise) gives what normalising the
@@ -212,16 +208,16 @@ mod tests {
             let (crop, geometry) = resize_and_crop(&img, 224);
             let input = prepare(&img, 224);
             assert_eq!(input.geometry, geometry, "{w}x{h}");
-            assert_eq!(input.pixels, normalise(&crop), "{w}x{h}");
+            assert_eq!(input.pixels, channel_major(&crop), "{w}x{h}");
         }
     }
 
     #[test]
-    fn normalisation_is_channel_major() {
+    fn channel_major_puts_each_channel_in_its_plane() {
         let img = RgbImage::from_pixel(2, 2, image::Rgb([255, 127, 0]));
-        let v = normalise(&img);
-        assert_eq!(&v[0..4], &[1.0; 4]);
-        assert_eq!(&v[4..8], &[0.0; 4]);
-        assert_eq!(&v[8..12], &[-127.0 / 128.0; 4]);
+        let v = channel_major(&img);
+        assert_eq!(&v[0..4], &[255; 4]);
+        assert_eq!(&v[4..8], &[127; 4]);
+        assert_eq!(&v[8..12], &[0; 4]);
     }
 }

@@ -92,7 +92,7 @@ impl YccImage {
 /// compiler vectorises those (eight pixels a step with AVX2), where one loop writing three
 /// planes a pixel at a time into a zeroed buffer took ~12 % of decoding and preprocessing a
 /// photo (`perf`, `examples/decode`).
-pub fn planes_to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+pub fn planes_to_rgb<T: Copy>(ycc: &[u8], sample: impl Fn(u8) -> T + Copy) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -109,14 +109,14 @@ pub fn planes_to_rgb(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> 
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn to_rgb_avx2(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+unsafe fn to_rgb_avx2<T: Copy>(ycc: &[u8], sample: impl Fn(u8) -> T + Copy) -> Vec<T> {
     to_rgb_portable(ycc, sample)
 }
 
 /// [`planes_to_rgb`]: JFIF's YCbCr to RGB in libjpeg's 16-bit fixed point (`jdcolor.c`), each
 /// channel clamped to an 8-bit level.
 #[inline(always)]
-fn to_rgb_portable(ycc: &[u8], sample: impl Fn(u8) -> f32 + Copy) -> Vec<f32> {
+fn to_rgb_portable<T: Copy>(ycc: &[u8], sample: impl Fn(u8) -> T + Copy) -> Vec<T> {
     const HALF: i32 = 1 << 15;
     let n = ycc.len() / 3;
     let (luma, rest) = ycc.split_at(n);

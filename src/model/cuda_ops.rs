@@ -154,25 +154,26 @@ pub fn keep_freed_memory(device: &candle_core::CudaDevice) -> Result<()> {
 /// largest batch and reused. From pageable memory the driver stages every transfer through its
 /// own small pinned buffers; PyTorch's figures in BENCHMARKS.md come from pinned memory, and so
 /// do these now. The upload buffer is write-combined (the CPU only writes it); the download one
-/// is not (the CPU reads it, and reads of write-combined memory are uncached).
+/// is not (the CPU reads it, and reads of write-combined memory are uncached). The upload holds
+/// the images' 8-bit levels, a quarter of the bytes of floats; the GPU normalises them.
 #[derive(Debug, Default)]
 pub struct PinnedBuffers {
-    upload: Option<PinnedHostSlice<f32>>,
+    upload: Option<PinnedHostSlice<u8>>,
     download: Option<PinnedHostSlice<f32>>,
 }
 
 /// `buffer`, reallocated with `flags` when shorter than `len`.
-fn pinned<'a>(
-    buffer: &'a mut Option<PinnedHostSlice<f32>>,
+fn pinned<'a, T: DeviceRepr>(
+    buffer: &'a mut Option<PinnedHostSlice<T>>,
     context: &Arc<CudaContext>,
     len: usize,
     flags: u32,
-) -> Result<&'a mut PinnedHostSlice<f32>> {
+) -> Result<&'a mut PinnedHostSlice<T>> {
     if buffer.as_ref().is_none_or(|b| b.len() < len) {
         // The old buffer is freed before the larger one is allocated.
         *buffer = None;
         // SAFETY: the contents are written (upload) or copied into (download) before any read.
-        *buffer = Some(unsafe { context.alloc_pinned_with_flags::<f32>(len, flags) }.w()?);
+        *buffer = Some(unsafe { context.alloc_pinned_with_flags::<T>(len, flags) }.w()?);
     }
     buffer
         .as_mut()
@@ -180,12 +181,12 @@ fn pinned<'a>(
 }
 
 impl PinnedBuffers {
-    /// The images (each one image's values, all the same length) as one f32 tensor of `shape`
-    /// on `device`, copied through the pinned upload buffer.
+    /// The images (each one image's 8-bit levels, all the same length) as one u8 tensor of
+    /// `shape` on `device`, copied through the pinned upload buffer.
     pub fn upload(
         &mut self,
         device: &candle_core::CudaDevice,
-        images: &[&[f32]],
+        images: &[&[u8]],
         shape: candle_core::Shape,
     ) -> Result<Tensor> {
         let len = shape.elem_count();
@@ -210,8 +211,8 @@ impl PinnedBuffers {
             candle_core::bail!("upload: {at} values for {shape:?}");
         }
         // SAFETY: all `len` values are written by the copy before anything reads them.
-        let mut dst = unsafe { stream.alloc::<f32>(len) }.w()?;
-        // A `[f32]` view of the pinned memory copies just `len` values (the driver sees that the
+        let mut dst = unsafe { stream.alloc::<u8>(len) }.w()?;
+        // A `[u8]` view of the pinned memory copies just `len` values (the driver sees that the
         // pages are pinned). The copy is asynchronous: wait for it, so that no later upload
         // (another model worker's, say) can overwrite the buffer while it is being read.
         stream.memcpy_htod(&*staged, &mut dst).w()?;

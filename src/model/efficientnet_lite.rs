@@ -683,6 +683,36 @@ impl candle_core::CustomOp1 for CpuBody<'_> {
     }
 }
 
+/// What a pass's images arrive as: the service's 8-bit levels, normalised as they are copied
+/// into the pass, or floats already normalised (the tensor path of [`EfficientNetLite::forward`]).
+trait PassInput: Sync {
+    fn len(&self) -> usize;
+    /// The image's normalised values into `dst` (as long as the image).
+    fn normalise_into(&self, dst: &mut [f32]);
+}
+
+impl PassInput for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn normalise_into(&self, dst: &mut [f32]) {
+        for (value, &level) in dst.iter_mut().zip(self) {
+            *value = super::normalised(level);
+        }
+    }
+}
+
+impl PassInput for [f32] {
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+
+    fn normalise_into(&self, dst: &mut [f32]) {
+        dst.copy_from_slice(self);
+    }
+}
+
 impl CpuBody<'_> {
     /// The stem, and whether the first block takes it as its source (see [`super::block`]):
     /// it can when that block has no expansion, as in every EfficientNet-Lite.
@@ -741,9 +771,9 @@ impl CpuBody<'_> {
     /// Runs `images` (each `c * h * w`, CHW) through the network up to [`IMAGES_PER_PASS`] at a
     /// time, each pass split into lanes (see [`lane_sizes`]), handing each pass's head output
     /// (NHWC, `[images][h][w][c]`) to `each`.
-    fn passes(
+    fn passes<I: PassInput + ?Sized>(
         &self,
-        images: &[&[f32]],
+        images: &[&I],
         [c, h, w]: [usize; 3],
         mut each: impl FnMut(&[f32]) -> candle_core::Result<()>,
     ) -> candle_core::Result<()> {
@@ -765,13 +795,13 @@ impl CpuBody<'_> {
             if let Some(image) = pass.iter().find(|image| image.len() != c * h * w) {
                 candle_core::bail!("an image of {} values, expected {}", image.len(), c * h * w);
             }
-            // Copied on the compute pool: a pass's images are megabytes, and the pool would
-            // otherwise wait for one thread to copy them.
+            // Normalised into the pass's floats on the compute pool: a pass's images are
+            // megabytes, and the pool would otherwise wait for one thread to convert them.
             let batch = grown(batch, k * c * h * w);
             batch
                 .par_chunks_exact_mut(c * h * w)
                 .zip(pass.par_iter())
-                .for_each(|(dst, image)| dst.copy_from_slice(image));
+                .for_each(|(dst, image)| image.normalise_into(dst));
             let out = grown(features, k * per_image);
             let sizes = lane_sizes(k, threads);
             if bodies.len() < sizes.len() {
@@ -850,7 +880,7 @@ impl EfficientNetLite {
     /// An image of the wrong size, or a failed pass.
     pub fn classify_cpu(
         &self,
-        images: &[&[f32]],
+        images: &[&[u8]],
         dims: [usize; 3],
     ) -> candle_core::Result<Option<CpuOutput>> {
         let Some(fc) = &self.fc_cpu else {
@@ -921,7 +951,7 @@ pub fn softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ModelKind;
+    use crate::model::{normalised, ModelKind};
 
     fn weights(kind: ModelKind) -> Weights {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -930,11 +960,17 @@ mod tests {
         candle_core::safetensors::load(path, &Device::Cpu).expect("weights")
     }
 
-    /// A smooth, non-constant batch of two images, so that every tap and both images matter.
+    /// A smooth, non-constant batch of two images' 8-bit levels, so that every tap and both
+    /// images matter.
+    fn levels(size: usize) -> Vec<u8> {
+        (0..2 * 3 * size * size)
+            .map(|i| (((i % 977) as f32 * 0.013).sin() * 127.5 + 127.5) as u8)
+            .collect()
+    }
+
+    /// [`levels`] normalised, as the network's input tensor.
     fn input(size: usize) -> Tensor {
-        let data: Vec<f32> = (0..2 * 3 * size * size)
-            .map(|i| ((i % 977) as f32 * 0.013).sin() * 2.0)
-            .collect();
+        let data: Vec<f32> = levels(size).into_iter().map(normalised).collect();
         Tensor::from_vec(data, (2, 3, size, size), &Device::Cpu).expect("input")
     }
 
@@ -984,11 +1020,8 @@ mod tests {
             }
             // The serving path (no tensors) returns the same logits and CHW feature maps.
             let size = kind.input_size() as usize;
-            let flat = x
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("input");
-            let images: Vec<&[f32]> = flat.chunks_exact(3 * size * size).collect();
+            let flat = levels(size);
+            let images: Vec<&[u8]> = flat.chunks_exact(3 * size * size).collect();
             let out = fast
                 .classify_cpu(&images, [3, size, size])
                 .expect("classify_cpu")
@@ -1023,11 +1056,11 @@ mod tests {
         let net = EfficientNetLite::build(&weights(kind), Ops::Cpu).expect("cpu ops");
         let size = kind.input_size() as usize;
         let per_image = 3 * size * size;
-        let flat: Vec<f32> = (0..5 * per_image)
-            .map(|i| ((i % 1009) as f32 * 0.017).sin() * 2.0)
+        let flat: Vec<u8> = (0..5 * per_image)
+            .map(|i| (((i % 1009) as f32 * 0.017).sin() * 127.5 + 127.5) as u8)
             .collect();
-        let images: Vec<&[f32]> = flat.chunks_exact(per_image).collect();
-        let classify = |threads: usize, images: &[&[f32]]| {
+        let images: Vec<&[u8]> = flat.chunks_exact(per_image).collect();
+        let classify = |threads: usize, images: &[&[u8]]| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()

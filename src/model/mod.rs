@@ -1,7 +1,7 @@
 //! The model: the only module that knows candle.
 //!
-//! [`Classifier`] is the small interface the rest of the service sees (input size, normalisation
-//! already done by `image`, forward → probabilities + last feature map), so another candle
+//! [`Classifier`] is the small interface the rest of the service sees (input size, 8-bit CHW
+//! levels from `image` in, probabilities + last feature map out), so another candle
 //! classifier can be added here without touching the pipeline or the front doors. Its methods are
 //! blocking and must run on the model's own OS thread, never on the async runtime.
 
@@ -22,6 +22,22 @@ use candle_core::{DType, Device, Tensor};
 
 pub use device::{init_threads, parse_device, parse_precision, DeviceError};
 pub use efficientnet_lite::EfficientNetLite;
+
+/// EfficientNet-Lite's input normalisation of one 8-bit level, `(x - 127) / 128`, applied where
+/// the model reads its input (the CPU's copy into the pass, the GPU after the upload), so that
+/// images travel from the decoder to the model as a quarter of the bytes. Exact in f32: the
+/// subtraction is an integer and the division a power of two.
+pub fn normalised(level: u8) -> f32 {
+    (f32::from(level) - 127.0) / 128.0
+}
+
+/// [`normalised`] on a tensor of levels, on its device, as f32: x / 128 - 127 / 128, exact in
+/// f32 as (x - 127) / 128 is, so the same floats.
+fn normalised_tensor(levels: &Tensor) -> candle_core::Result<Tensor> {
+    levels
+        .to_dtype(DType::F32)?
+        .affine(1.0 / 128.0, -127.0 / 128.0)
+}
 
 /// Models this build knows how to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,12 +157,13 @@ pub trait Classifier: Send + Sync {
     fn device(&self) -> &Device;
     /// The classifier weights, for class activation maps.
     fn head(&self) -> &ClassifierHead;
-    /// Runs a batch of preprocessed images (`3 * size * size` CHW floats each).
+    /// Runs a batch of preprocessed images (`3 * size * size` CHW 8-bit levels each, not yet
+    /// normalised: see [`normalised`]).
     ///
     /// # Errors
     /// [`ModelError::InputSize`] for a wrongly sized input; [`ModelError::Candle`] when the
     /// computation fails.
-    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError>;
+    fn classify(&self, batch: &[&[u8]]) -> Result<Vec<Prediction>, ModelError>;
 }
 
 /// Softmax of one image's logits, in f32 (what [`efficientnet_lite::softmax`] computes on a
@@ -169,13 +186,14 @@ pub struct LiteClassifier {
     staging: std::sync::Mutex<Staging>,
 }
 
-/// The host buffers of a GPU batch, reused from one call to the next: a batch of 64 Lite0 images
-/// is 38.5 MB, past glibc's largest mmap threshold (32 MB), so a fresh buffer would be a fresh
-/// mapping, page-faulted in on every call. On CUDA they are page-locked, as PyTorch's are.
+/// The host buffers of a GPU batch, reused from one call to the next: a batch of 256 Lite0
+/// images is 38.5 MB of levels (64 images' feature maps 16 MB), past glibc's largest mmap
+/// threshold (32 MB) or near it, so a fresh buffer would be a fresh mapping, page-faulted in on
+/// every call. On CUDA they are page-locked, as PyTorch's are.
 #[derive(Debug, Default)]
 struct Staging {
     /// The batch before it is uploaded (Metal).
-    host: Vec<f32>,
+    host: Vec<u8>,
     /// The batch's upload and the feature maps' download (CUDA).
     #[cfg(feature = "cuda")]
     pinned: cuda_ops::PinnedBuffers,
@@ -245,7 +263,7 @@ impl Classifier for LiteClassifier {
         &self.head
     }
 
-    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+    fn classify(&self, batch: &[&[u8]]) -> Result<Vec<Prediction>, ModelError> {
         self.classify_timed(batch)
             .map(|(predictions, _)| predictions)
     }
@@ -279,10 +297,7 @@ impl LiteClassifier {
     ///
     /// # Errors
     /// As [`Classifier::classify`].
-    pub fn classify_timed(
-        &self,
-        batch: &[&[f32]],
-    ) -> Result<(Vec<Prediction>, Phases), ModelError> {
+    pub fn classify_timed(&self, batch: &[&[u8]]) -> Result<(Vec<Prediction>, Phases), ModelError> {
         let mut phases = Phases::default();
         if batch.is_empty() {
             return Ok((Vec::new(), phases));
@@ -304,7 +319,7 @@ impl LiteClassifier {
             return Ok((predictions, phases));
         }
         let shape = (batch.len(), 3, size, size);
-        let input = match &self.device {
+        let levels = match &self.device {
             #[cfg(feature = "cuda")]
             Device::Cuda(cuda) => self.staging().pinned.upload(cuda, batch, shape.into())?,
             _ => {
@@ -317,7 +332,7 @@ impl LiteClassifier {
             }
         };
         phases.upload = started.elapsed();
-        let (logits, features) = self.net.forward(&input)?;
+        let (logits, features) = self.net.forward(&normalised_tensor(&levels)?)?;
         let probabilities = efficientnet_lite::softmax(&logits)?;
         let logits = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let probabilities = probabilities.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
@@ -365,4 +380,29 @@ fn predictions(
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_normalise_to_about_minus_one_to_one() {
+        assert_eq!(normalised(255), 1.0);
+        assert_eq!(normalised(127), 0.0);
+        assert_eq!(normalised(0), -127.0 / 128.0);
+    }
+
+    /// The GPU path normalises with candle's ops: the same floats as [`normalised`], for every
+    /// level.
+    #[test]
+    fn the_device_normalisation_gives_the_same_floats() {
+        let levels: Vec<u8> = (0..=255).collect();
+        let on_device = Tensor::from_slice(&levels, 256, &Device::Cpu)
+            .and_then(|t| normalised_tensor(&t))
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("normalised");
+        let here: Vec<f32> = levels.into_iter().map(normalised).collect();
+        assert_eq!(on_device, here);
+    }
 }

@@ -98,7 +98,7 @@ fn model_input_from_jpeg_components_is_the_rgb_paths() {
                 .pixels
                 .iter()
                 .zip(&slow.pixels)
-                .map(|(a, b)| (a - b).abs() * 128.0)
+                .map(|(&a, &b)| f32::from(a.abs_diff(b)))
                 .collect();
             let mean = levels.iter().sum::<f32>() / levels.len() as f32;
             let max = levels.iter().copied().fold(0.0, f32::max);

@@ -154,7 +154,7 @@ impl Classifier for Gated {
     fn head(&self) -> &ClassifierHead {
         self.inner.head()
     }
-    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+    fn classify(&self, batch: &[&[u8]]) -> Result<Vec<Prediction>, ModelError> {
         self.gate.pass();
         self.inner.classify(batch)
     }
@@ -166,8 +166,8 @@ pub struct PanicsOnWhite {
     inner: Box<dyn Classifier>,
 }
 
-/// `(255 - 127) / 128`: a white pixel after normalisation.
-const WHITE: f32 = 1.0;
+/// A white pixel's level.
+const WHITE: u8 = 255;
 
 impl PanicsOnWhite {
     pub fn boxed(inner: Box<dyn Classifier>) -> Box<dyn Classifier> {
@@ -185,7 +185,7 @@ impl Classifier for PanicsOnWhite {
     fn head(&self) -> &ClassifierHead {
         self.inner.head()
     }
-    fn classify(&self, batch: &[&[f32]]) -> Result<Vec<Prediction>, ModelError> {
+    fn classify(&self, batch: &[&[u8]]) -> Result<Vec<Prediction>, ModelError> {
         if batch.iter().any(|image| image.iter().all(|&v| v == WHITE)) {
             panic!("provoked by the test");
         }
