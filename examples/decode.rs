@@ -8,9 +8,10 @@
 //!
 //! Each image goes through `image::decode_and_prepare` exactly as `labeld serve` runs it
 //! (validation, the scaled JPEG decode where the file is big enough, EXIF, resize, centre crop
-//! to channel-major 8-bit levels; the model normalises them), round-robin over the files for `--seconds`. It reports milliseconds per image
-//! (mean, p50, p90) and the images/s one core sustains. (Decoding and the resize are no longer
-//! two steps for every file: a full-size JPEG's components go straight into the resize.)
+//! to channel-major 8-bit levels; the model normalises them), round-robin over the files for
+//! `--seconds`. It reports milliseconds per image (mean, p50, p90) and the images/s one core
+//! sustains. (Decoding and the resize are no longer two steps for every file: a full-size
+//! JPEG's components go straight into the resize.)
 //! `bench/decode_bench.py` does the same with libjpeg-turbo (Pillow) on the same files: that is
 //! the yardstick, and with the model's figures it bounds what end to end can reach on N cores.
 

@@ -193,14 +193,14 @@ mod tests {
         let img = RgbImage::new(1, 1);
         let input = prepare(&img, 224);
         assert_eq!(input.pixels.len(), 3 * 224 * 224);
-        // A black pixel is (0 - 127) / 128 everywhere.
+        // A black pixel is level 0 everywhere.
         assert!(input.pixels.iter().all(|&v| v == 0));
     }
 
-    /// `prepare` (channel-major resize, then normalise) gives what normalising the
-    /// interleaved crop gives: down- and upscales, landscape and portrait, an unchanged width.
+    /// `prepare` (the channel-major resize) gives the interleaved crop's levels channel-major:
+    /// down- and upscales, landscape and portrait, an unchanged width.
     #[test]
-    fn prepare_equals_normalising_the_crop() {
+    fn prepare_equals_the_crop_channel_major() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for (w, h) in [(564, 375), (375, 500), (100, 60), (256, 300), (224, 224)] {
             let pixels = random_bytes(3 * w as usize * h as usize, &mut seed);

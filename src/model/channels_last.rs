@@ -148,6 +148,10 @@ impl CustomOp3 for Stem {
     }
 }
 
+/// Outputs along x that one thread of kernels.cu's `depthwise_row` computes (its `ROW`).
+#[cfg(feature = "cuda")]
+const DEPTHWISE_ROW: usize = 4;
+
 /// A depthwise convolution: `[N, H, W, C]` in, weight `[k * k, C]`, bias `[C]`,
 /// `[N, Ho, Wo, C]` out, ReLU6 if asked.
 #[derive(Debug, Clone, Copy)]
@@ -237,13 +241,12 @@ impl CustomOp3 for Depthwise {
         let inputs = [(xs, xl), (ws, wl), (bs, bl)];
         let total = n * ho * wo * c;
         let out = match (k, s) {
-            // Four outputs a thread (kernels.cu: depthwise_row, ROW = 4), for the shapes it is
-            // built for.
+            // Several outputs a thread, for the shapes kernels.cu builds depthwise_row for.
             (3 | 5, 1 | 2) => super::cuda_ops::launch_threads(
                 &format!("depthwise_k{k}s{s}"),
                 &inputs,
                 total,
-                n * ho * wo.div_ceil(4) * c,
+                n * ho * wo.div_ceil(DEPTHWISE_ROW) * c,
                 &[c, h, w, ho, wo, pad_top, pad_left, act],
             )?,
             _ => super::cuda_ops::launch(

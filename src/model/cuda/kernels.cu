@@ -1,6 +1,6 @@
 // labeld's own CUDA kernels for the channels-last (NHWC) graph, one thread per output value
-// (depthwise_k*: four) with the channel index fastest (so a warp reads and writes consecutive channels), computing in f32
-// whatever the storage type (f32, f16, bf16). Compiled to PTX by build.rs with `--features cuda`;
+// (depthwise_k*: four) with the channel index fastest (so a warp reads and writes consecutive
+// channels), computing in f32 whatever the storage type (f32, f16, bf16). Compiled to PTX by build.rs with `--features cuda`;
 // launched by src/model/cuda_ops.rs; src/model/channels_last.rs holds the same arithmetic in
 // plain Rust (what the tests check on any machine).
 //
