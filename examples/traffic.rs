@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -128,7 +129,7 @@ fn parse() -> anyhow::Result<Args> {
 /// One request's input.
 #[derive(Clone)]
 struct Input {
-    bytes: Arc<Vec<u8>>,
+    bytes: Bytes,
     /// `Some` for the bad-parameter input.
     threshold: Option<f32>,
     good: bool,
@@ -137,7 +138,7 @@ struct Input {
 /// The bad inputs, in the order they are used.
 fn bad_inputs(good: &[u8]) -> Vec<Input> {
     let bad = |bytes: Vec<u8>, threshold: Option<f32>| Input {
-        bytes: Arc::new(bytes),
+        bytes: Bytes::from(bytes),
         threshold,
         good: false,
     };
@@ -229,7 +230,7 @@ async fn grpc_call(
     deadline: Duration,
 ) -> (String, bool, bool) {
     let mut request = tonic::Request::new(DetectImageLabelsRequest {
-        source: Some(Source::Image(input.bytes.as_ref().clone())),
+        source: Some(Source::Image(input.bytes.clone())),
         threshold: input.threshold,
         ..Default::default()
     });
@@ -243,8 +244,7 @@ async fn grpc_call(
     }
 }
 
-type HttpClient =
-    Client<hyper_util::client::legacy::connect::HttpConnector, Full<axum::body::Bytes>>;
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 async fn json_call(
     client: HttpClient,
@@ -257,9 +257,7 @@ async fn json_call(
         .map_or_else(String::new, |t| format!("?threshold={t}"));
     let request = http::Request::post(format!("{base}/v1/labels{query}"))
         .header("content-type", "application/octet-stream")
-        .body(Full::new(axum::body::Bytes::from(
-            input.bytes.as_ref().clone(),
-        )));
+        .body(Full::new(input.bytes.clone()));
     let request = match request {
         Ok(r) => r,
         Err(e) => return (format!("client: {e}"), false, false, false),
@@ -307,7 +305,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| {
             std::fs::read(p)
                 .map(|bytes| Input {
-                    bytes: Arc::new(bytes),
+                    bytes: Bytes::from(bytes),
                     threshold: None,
                     good: true,
                 })

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::batcher::{BatchError, Batcher};
@@ -28,8 +29,8 @@ use crate::worker_pool::WorkerPool;
 /// Where the image comes from.
 #[derive(Debug, Clone)]
 pub enum ImageSource {
-    /// The encoded bytes, sent with the request.
-    Bytes(Vec<u8>),
+    /// The encoded bytes, sent with the request (a view of the buffer they were received in).
+    Bytes(Bytes),
     /// `oss://bucket/key` in a configured bucket.
     Uri(String),
     /// An object named by bucket and (decoded) key, as the OSS door receives it.
@@ -328,10 +329,10 @@ impl Detector {
             ImageSource::Bytes(bytes) => bytes,
             ImageSource::Uri(uri) => {
                 let (bucket, key) = Buckets::parse_uri(&uri)?;
-                within(deadline, parts.buckets.fetch(bucket, key, max_bytes)).await??
+                Bytes::from(within(deadline, parts.buckets.fetch(bucket, key, max_bytes)).await??)
             }
             ImageSource::Object { bucket, key } => {
-                within(deadline, parts.buckets.fetch(&bucket, &key, max_bytes)).await??
+                Bytes::from(within(deadline, parts.buckets.fetch(&bucket, &key, max_bytes)).await??)
             }
         };
         let inner = Arc::clone(&self.inner);

@@ -463,9 +463,9 @@ mod tests {
 
     fn request() -> pb::DetectImageLabelsRequest {
         pb::DetectImageLabelsRequest {
-            source: Some(pb::detect_image_labels_request::Source::Image(vec![
-                1, 2, 3,
-            ])),
+            source: Some(pb::detect_image_labels_request::Source::Image(
+                vec![1, 2, 3].into(),
+            )),
             ..Default::default()
         }
     }

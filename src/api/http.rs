@@ -572,7 +572,7 @@ async fn json_inner(
     let detection = state
         .detector
         .detect(DetectRequest {
-            source: ImageSource::Bytes(bytes.to_vec()),
+            source: ImageSource::Bytes(bytes),
             options: LabelOptions {
                 threshold,
                 language,

@@ -101,7 +101,7 @@ async fn a_silent_s3_endpoint_fails_within_the_callers_deadline() {
 
     let mut client = client(&server).await;
     let inline = DetectImageLabelsRequest {
-        source: Some(Source::Image(read_fixture("chelsea.png"))),
+        source: Some(Source::Image(read_fixture("chelsea.png").into())),
         ..Default::default()
     };
     assert!(client.detect_image_labels(inline).await.is_ok());
@@ -156,7 +156,7 @@ async fn shutdown_answers_every_admitted_request_on_both_doors() {
     for _ in 0..3 {
         let mut client = client(&server).await;
         let request = DetectImageLabelsRequest {
-            source: Some(Source::Image(photo.clone())),
+            source: Some(Source::Image(photo.clone().into())),
             threshold: Some(0.3),
             ..Default::default()
         };

@@ -94,7 +94,7 @@ pub(crate) async fn wait_for_health(server: &Server, want: ServingStatus) {
 
 fn image_request(name: &str) -> DetectImageLabelsRequest {
     DetectImageLabelsRequest {
-        source: Some(Source::Image(read_fixture(name))),
+        source: Some(Source::Image(read_fixture(name).into())),
         ..Default::default()
     }
 }
@@ -249,16 +249,24 @@ async fn bad_input_is_invalid_argument_and_the_next_request_still_works() {
     let mut corrupt = read_fixture("rocket.jpg");
     corrupt.truncate(corrupt.len() / 2);
     let cases = [
-        (Some(Source::Image(corrupt)), None, Code::InvalidArgument),
         (
-            Some(Source::Image(b"GIF89a......".to_vec())),
+            Some(Source::Image(corrupt.into())),
             None,
             Code::InvalidArgument,
         ),
-        (Some(Source::Image(Vec::new())), None, Code::InvalidArgument),
+        (
+            Some(Source::Image(b"GIF89a......".to_vec().into())),
+            None,
+            Code::InvalidArgument,
+        ),
+        (
+            Some(Source::Image(Vec::new().into())),
+            None,
+            Code::InvalidArgument,
+        ),
         (None, None, Code::InvalidArgument),
         (
-            Some(Source::Image(read_fixture("coffee.png"))),
+            Some(Source::Image(read_fixture("coffee.png").into())),
             Some(1.5),
             Code::InvalidArgument,
         ),
@@ -540,7 +548,7 @@ async fn a_stream_of_20_images_gets_20_tagged_answers() {
             let mut r = image_request(names[i % names.len()]);
             r.request_id = format!("img-{i}");
             if i == 7 {
-                r.source = Some(Source::Image(b"not an image".to_vec()));
+                r.source = Some(Source::Image(b"not an image".to_vec().into()));
             }
             r
         })
@@ -591,7 +599,7 @@ async fn a_panic_in_the_model_fails_only_its_own_request() {
     until("the blocker in the model", || gate.entered() == entered + 1).await;
     // The poison and a good image wait in the queue together, so they share the next batch.
     let white = DetectImageLabelsRequest {
-        source: Some(Source::Image(flat_png([255, 255, 255]))),
+        source: Some(Source::Image(flat_png([255, 255, 255]).into())),
         ..Default::default()
     };
     let mut poison = client(&server).await;

@@ -246,7 +246,7 @@ async fn every_hostile_input_gets_its_exact_answer_on_both_doors_and_nothing_bre
     for (name, bytes, expect) in cases() {
         // gRPC.
         let request = DetectImageLabelsRequest {
-            source: Some(Source::Image(bytes.clone())),
+            source: Some(Source::Image(bytes.clone().into())),
             threshold: Some(0.0),
             ..Default::default()
         };
@@ -291,7 +291,7 @@ async fn every_hostile_input_gets_its_exact_answer_on_both_doors_and_nothing_bre
         }
         // And the server still labels a good photo on both doors.
         let request = DetectImageLabelsRequest {
-            source: Some(Source::Image(good.clone())),
+            source: Some(Source::Image(good.clone().into())),
             ..Default::default()
         };
         let after = grpc.detect_image_labels(request).await;
@@ -321,7 +321,7 @@ async fn all_eight_exif_orientations_get_the_upright_labels_on_both_doors() {
     for o in 1..=8 {
         let bytes = read_fixture(&format!("variants/exif_o{o}.jpg"));
         let request = DetectImageLabelsRequest {
-            source: Some(Source::Image(bytes.clone())),
+            source: Some(Source::Image(bytes.clone().into())),
             threshold: Some(0.2),
             ..Default::default()
         };

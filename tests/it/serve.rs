@@ -101,7 +101,7 @@ async fn sigterm_under_load_answers_every_admitted_request_and_exits_0() {
     for i in 0..40 {
         let mut client = ImageLabelsClient::new(channel.clone());
         let request = DetectImageLabelsRequest {
-            source: Some(Source::Image(image.clone())),
+            source: Some(Source::Image(image.clone().into())),
             request_id: format!("load-{i}"),
             ..Default::default()
         };

@@ -302,7 +302,7 @@ async fn grpc_over_tls_labels_a_photo_and_plaintext_is_refused() {
     let mut client = ImageLabelsClient::new(grpc_channel(&pki, &server).await);
     let reply = client
         .detect_image_labels(DetectImageLabelsRequest {
-            source: Some(Source::Image(read_fixture("chelsea.png"))),
+            source: Some(Source::Image(read_fixture("chelsea.png").into())),
             ..Default::default()
         })
         .await
@@ -323,7 +323,7 @@ async fn grpc_over_tls_labels_a_photo_and_plaintext_is_refused() {
     let refused = match plain.connect().await {
         Ok(channel) => ImageLabelsClient::new(channel)
             .detect_image_labels(DetectImageLabelsRequest {
-                source: Some(Source::Image(read_fixture("chelsea.png"))),
+                source: Some(Source::Image(read_fixture("chelsea.png").into())),
                 ..Default::default()
             })
             .await
